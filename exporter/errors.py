@@ -1,0 +1,47 @@
+"""The exporter's error hierarchy.
+
+The library raises these; only the CLI turns them into exit codes and one-line messages.
+Every message says what was expected, what arrived, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base of every error the exporter raises on purpose (user input, environment, gate)."""
+
+    exit_code = 2
+
+
+class PlanError(ExporterError):
+    """A setting, flag, plan file or target profile is invalid."""
+
+
+class OutputExistsError(PlanError):
+    """An output would overwrite an existing file and `force` was not given."""
+
+
+class LoadError(ExporterError):
+    """The model file could not be read or is not a supported format."""
+
+
+class ExportError(ExporterError):
+    """The model could not be traced to ONNX, or the ONNX file disagrees with PyTorch."""
+
+
+class CalibrationError(ExporterError):
+    """Calibration or validation data is missing, unreadable, or does not fit the model."""
+
+
+class CompressionError(ExporterError):
+    """A compression pass could not be applied."""
+
+
+class QuantizationError(ExporterError):
+    """onnxruntime could not quantize or convert the model."""
+
+
+class ValidationFailed(ExporterError):
+    """The exported model missed one of the target's thresholds (outputs are still written)."""
+
+    exit_code = 1

@@ -1,0 +1,233 @@
+"""Structured channel pruning: remove whole output channels and everything that depends on them.
+
+The model is traced with torch.fx; `_channels.analyze` groups channels that must go together
+(residual additions, squeeze-excitation gates, depthwise and grouped convs, concatenation,
+flatten into a Linear) and blocks every group it cannot follow safely. Each prunable group loses
+its least important channels (filter L1/L2 norm, or |gamma| of the BatchNorm after it), and
+`_shrink.shrink` cuts them out of every layer involved. The result is the user's own model with
+smaller tensors: fewer parameters and multiply-accumulates on any runtime.
+
+We use our own engine rather than Torch-Pruning: Torch-Pruning handles the common families, but it
+treats operations it does not know (channel shuffle, `torch.roll`) as element-wise and silently
+produces wrong outputs, fails outright on channel slicing, and cannot name what it left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from exporter.errors import CompressionError, PlanError
+from exporter.modelstats import batch_one
+from exporter.passes._channels import ChannelGraph, analyze
+from exporter.passes._graph import (
+    TraceFailure,
+    check_patterns_match,
+    matching,
+    parse_assignments,
+)
+from exporter.passes._shrink import shrink
+from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
+
+
+@dataclass(frozen=True)
+class PruneConfig(PassConfig):
+    """Settings of `prune`."""
+
+    ratio: float = setting(
+        0.5,
+        "fraction of output channels to remove, in [0, 1): from every prunable layer (scope=local) "
+        "or from all of them together (scope=global)",
+    )
+    importance: Literal["l1", "l2", "bn_scale"] = setting(
+        "l1", "how channels are ranked: l1 or l2 norm of each filter, or bn_scale (|gamma| of the BatchNorm after it)"
+    )
+    scope: Literal["local", "global"] = setting(
+        "local",
+        "local: every layer loses `ratio` of its channels; global: the least important channels of the "
+        "whole model go, `ratio` of the total (importances are normalised per layer)",
+    )
+    layer_ratios: tuple[str, ...] = setting(
+        (), "per-layer ratios as PATTERN=RATIO items (fnmatch on layer names, first match wins), e.g. 'layer4.*=0.7'"
+    )
+    ignore: tuple[str, ...] = setting(
+        (),
+        "fnmatch patterns of layers whose output channels are kept (their inputs may still shrink); "
+        "layers producing the model output, such as the classifier head, are always kept",
+    )
+    round_to: int = setting(1, "keep every pruned layer's channel count a multiple of this (e.g. 8)")
+
+    def validate(self) -> None:
+        """Ratios in [0, 1), `round_to` at least 1, `layer_ratios` items of the form PATTERN=RATIO."""
+        if not 0.0 <= self.ratio < 1.0:
+            raise PlanError(f"bad prune ratio {self.ratio}: expected a fraction in [0, 1), e.g. 0.5")
+        if self.round_to < 1:
+            raise PlanError(f"bad prune round_to {self.round_to}: expected an integer >= 1")
+        parse_assignments(self.layer_ratios, "prune layer_ratios", 0.0, 1.0)
+
+
+@register_pass
+class Prune(CompressionPass):
+    """Remove the least important output channels of every prunable channel group."""
+
+    name = "prune"
+    Config = PruneConfig
+    order = 20
+    shorthand = "ratio"
+    summary_line = "structured channel pruning: smaller tensors, fewer MACs"
+
+    def apply(self, model: nn.Module, ctx: PassContext) -> PassResult:
+        """Analyse channel dependencies, pick channels per group, cut them, and check the model still runs."""
+        config: PruneConfig = self.config
+        names = [n for n, _ in model.named_modules() if n]
+        for setting_name, patterns in (
+            ("prune ignore", config.ignore),
+            ("prune layer_ratios", [p for p, _ in parse_assignments(config.layer_ratios, "", 0.0, 1.0)]),
+        ):
+            problem = check_patterns_match(names, patterns, setting_name)
+            if problem:
+                raise CompressionError(problem)
+        example = batch_one(ctx.example_inputs)
+        try:
+            graph = analyze(model, example)
+        except TraceFailure as exc:
+            reason = f"{exc}; the model is left unpruned"
+            return PassResult(model, skipped=[{"layer": "<model>", "reason": reason}], notes=[reason])
+        with torch.no_grad():
+            reference = _shapes(model(*example))
+        notes: list[str] = []
+        plan = _plan(model, graph, config, notes)
+        kept = {root: _select(scores, count, graph.spaces.groups[root]) for root, (scores, count) in plan.items()}
+        changes = shrink(model, graph, kept)
+        _check_runs(model, example, reference)
+        skipped = [
+            {"layer": layer, "reason": "; ".join(graph.spaces.reasons[root])}
+            for root in graph.spaces.roots()
+            if graph.spaces.reasons[root]
+            for layer in graph.spaces.producers[root]
+        ]
+        roots = graph.spaces.roots()
+        before = sum(graph.spaces.size[r] for r in roots)
+        summary = {
+            "channel_groups": len(roots),
+            "groups_pruned": len(kept),
+            "groups_kept_whole": sum(1 for r in roots if graph.spaces.reasons[r]),
+            "channels_before": before,
+            "channels_after": before - sum(graph.spaces.size[r] - len(k) for r, k in kept.items()),
+        }
+        return PassResult(model, changes=changes, skipped=skipped, notes=notes, summary=summary)
+
+
+def _plan(
+    model: nn.Module, graph: ChannelGraph, config: PruneConfig, notes: list[str]
+) -> dict[int, tuple[torch.Tensor, int]]:
+    """For each group to prune: its channel importances and how many channels it keeps."""
+    spaces = graph.spaces
+    layer_ratios = parse_assignments(config.layer_ratios, "prune layer_ratios", 0.0, 1.0)
+    for pattern in config.ignore:
+        for layer in matching(graph.producers, pattern):
+            spaces.block(graph.producers[layer], f"matches the prune ignore pattern {pattern!r}")
+    ratios: dict[int, float] = {}
+    pooled: list[int] = []
+    for root in spaces.roots():
+        if spaces.reasons[root]:
+            continue
+        if spaces.size[root] % spaces.groups[root]:
+            spaces.block(root, f"its {spaces.size[root]} channels do not split into {spaces.groups[root]} groups")
+            continue
+        override = next((r for p, r in layer_ratios if matching(spaces.producers[root], p)), None)
+        if override is not None:
+            ratios[root] = override
+        elif config.scope == "global":
+            pooled.append(root)
+        else:
+            ratios[root] = config.ratio
+    scores = {root: _importance(model, graph, root, config.importance, notes) for root in [*ratios, *pooled]}
+    if pooled:
+        ratios.update(_global_ratios({r: scores[r] for r in pooled}, config.ratio))
+    plan = {}
+    for root, ratio in ratios.items():
+        size, step = spaces.size[root], math.lcm(spaces.groups[root], config.round_to)
+        remove = round(ratio * size)
+        if remove == 0:
+            continue
+        keep = max(step, round((size - remove) / step) * step)
+        if keep < size:
+            plan[root] = (scores[root], keep)
+    return plan
+
+
+def _global_ratios(scores: dict[int, torch.Tensor], ratio: float) -> dict[int, float]:
+    """Per-group ratios that remove `ratio` of all pooled channels, lowest normalised importance first."""
+    normalised = {root: s / s.mean().clamp_min(1e-12) for root, s in scores.items()}
+    everything = torch.cat(list(normalised.values()))
+    remove = round(ratio * everything.numel())
+    if remove == 0:
+        return {root: 0.0 for root in scores}
+    threshold = everything.sort().values[remove - 1]
+    return {root: float((s <= threshold).sum()) / s.numel() for root, s in normalised.items()}
+
+
+def _importance(model: nn.Module, graph: ChannelGraph, root: int, kind: str, notes: list[str]) -> torch.Tensor:
+    """One score per channel of the group: summed over the layers that write it (or the BatchNorms after them)."""
+    spaces = graph.spaces
+    if kind == "bn_scale":
+        total = torch.zeros(spaces.size[root])
+        found = False
+        for name, layout in graph.outputs.items():
+            module = model.get_submodule(name)
+            if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.weight is None:
+                continue
+            offset = 0
+            for seg in layout.segments:
+                if seg.space is not None and spaces.find(seg.space) == root:
+                    gamma = module.weight.detach().abs()[offset : offset + seg.length * seg.inner]
+                    total += gamma.reshape(seg.length, seg.inner).sum(1)
+                    found = True
+                offset += seg.length * seg.inner
+        if found:
+            return total
+        notes.append(f"no BatchNorm follows {', '.join(spaces.producers[root])}: ranked by l1 instead of bn_scale")
+        kind = "l1"
+    p = 1 if kind == "l1" else 2
+    total = torch.zeros(spaces.size[root])
+    for name in spaces.producers[root]:
+        weight = model.get_submodule(name).weight.detach()
+        total += weight.flatten(1).norm(p=p, dim=1)
+    return total
+
+
+def _select(scores: torch.Tensor, keep: int, groups: int) -> torch.Tensor:
+    """Indices of the `keep` most important channels, the same number from each of `groups` chunks, sorted."""
+    chunk, per_chunk = scores.numel() // groups, keep // groups
+    picked = [g * chunk + scores[g * chunk : (g + 1) * chunk].topk(per_chunk).indices for g in range(groups)]
+    return torch.cat(picked).sort().values
+
+
+def _shapes(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, (tuple, list)):
+        return [_shapes(o) for o in output]
+    if isinstance(output, dict):
+        return {k: _shapes(v) for k, v in output.items()}
+    return None
+
+
+def _check_runs(model: nn.Module, example: tuple[torch.Tensor, ...], reference: Any) -> None:
+    """Raise `CompressionError` if the pruned model fails or changes its output shapes (an engine bug)."""
+    try:
+        with torch.no_grad():
+            got = _shapes(model(*example))
+    except Exception as exc:
+        raise CompressionError(
+            f"prune produced a model that fails on the example inputs ({type(exc).__name__}: {exc}); "
+            "keep the layers involved with --prune-ignore"
+        ) from None
+    if got != reference:
+        raise CompressionError(f"prune changed the model's output shapes from {reference} to {got}")
+

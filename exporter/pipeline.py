@@ -1,0 +1,384 @@
+"""The export pipeline: load, compress, trace to ONNX, quantize, package, validate, report.
+
+`ExportRun` is the one object that flows through the stages; each stage is a function that reads
+the plan and earlier results from it and fills in its own fields. Nothing is written to the user's
+output folder until every stage has run (see `exporter.outputs`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.errors import CalibrationError, LoadError, PlanError, ValidationFailed
+from exporter.inputs import InputSpec
+from exporter.outputs import StagedOutputs
+from exporter.plan import Plan
+
+MODEL_FILE = "model.onnx"
+FLOAT_FILE = "model.float.onnx"
+RANDOM_VALIDATION_SAMPLES = 32
+
+
+@dataclass
+class ExportRun:
+    """State of one export run, filled in stage by stage (the report is built from it alone)."""
+
+    plan: Plan
+    outputs: StagedOutputs
+    work_dir: Path
+    original: Any = None
+    model_format: str = ""
+    model: Any = None
+    input_names: list[str] = field(default_factory=list)
+    specs: list[InputSpec] = field(default_factory=list)
+    calib: Any = None
+    val: Any = None
+    data_notes: list[str] = field(default_factory=list)
+    reference: list = field(default_factory=list)
+    pass_records: list = field(default_factory=list)
+    export_info: Any = None
+    export_check: dict = field(default_factory=dict)
+    quant_info: Any = None
+    fallback: Any = None
+    packages: list = field(default_factory=list)
+    float_summary: dict = field(default_factory=dict)
+    final_summary: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+    measurements: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def float_path(self) -> Path:
+        return self.outputs.path(FLOAT_FILE)
+
+    @property
+    def final_path(self) -> Path:
+        return self.outputs.path(MODEL_FILE)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time a stage into `stage_seconds`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = round(time.perf_counter() - start, 3)
+
+
+@dataclass
+class ExportResult:
+    """What `export()` returns: where the files went, the gate verdict and the full report."""
+
+    out_dir: Path
+    files: list[Path]
+    passed: bool
+    report: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        """The deployable ONNX file."""
+        return self.out_dir / MODEL_FILE
+
+
+def run_export(plan: Plan) -> ExportResult:
+    """Run every stage of `plan`; raise a typed `ExporterError` on bad input, `ValidationFailed` on a missed gate.
+
+    On `ValidationFailed` the outputs are written all the same and the exception carries the result.
+    """
+    import tempfile
+
+    outputs = StagedOutputs(plan.out_dir, plan.force)
+    outputs.check_writable()
+    with tempfile.TemporaryDirectory(prefix="exporter-work-") as work:
+        run = ExportRun(plan=plan, outputs=outputs, work_dir=Path(work))
+        try:
+            for stage in (load_stage, data_stage, compress_stage, export_stage, quantize_stage,
+                          accuracy_stage, package_stage, measure_stage):
+                with run.stage(stage.__name__.removesuffix("_stage")):
+                    stage(run)
+            from exporter.report import build_report, write_report
+
+            report = build_report(run)
+            write_report(run, report)
+            files = outputs.commit()
+        except BaseException:
+            outputs.discard()
+            raise
+    result = ExportResult(out_dir=plan.out_dir, files=files, passed=run.passed, report=report)
+    if not run.passed:
+        failed = [c.describe() for c in run.checks if not c.passed]
+        error = ValidationFailed(f"validation failed: {'; '.join(failed)} (outputs written to {plan.out_dir})")
+        error.result = result
+        raise error
+    return result
+
+
+def load_stage(run: ExportRun) -> None:
+    """Load the user's model (the untouched original is the reference and the teacher)."""
+    from exporter.loading import load_model
+
+    loaded = load_model(run.plan.model)
+    run.original, run.model_format, run.input_names = loaded.module, loaded.format, loaded.input_names
+    run.model = run.original
+
+
+def data_stage(run: ExportRun) -> None:
+    """Open calibration/validation data, decide the input specs, split, and compute reference outputs."""
+    from calibration import DataOptions, ImagePreprocess, bind_to_inputs, infer_input_specs, open_samples, split_samples
+
+    plan, data = run.plan, run.plan.data
+    options = DataOptions(image=_image_options(data, ImagePreprocess))
+    if plan.input_shapes and len(plan.input_shapes) != len(run.input_names):
+        raise PlanError(
+            f"the model takes {len(run.input_names)} input(s) ({', '.join(run.input_names)}) "
+            f"but {len(plan.input_shapes)} --input-shape value(s) were given"
+        )
+    samples = bind_to_inputs(open_samples(data.calib, options), run.input_names) if data.calib else None
+    if data.val:
+        run.calib = samples.subset(range(min(len(samples), data.calib_samples or len(samples)))) if samples else None
+        run.val = bind_to_inputs(open_samples(data.val, options), run.input_names)
+    elif samples is not None:
+        run.calib, run.val = split_samples(samples, data.calib_samples, data.val_samples, data.seed, data.val_fraction)
+    if plan.input_shapes:
+        dtypes = [s.dtype for s in infer_input_specs(samples, run.input_names)] if samples else ["float32"] * len(run.input_names)
+        run.specs = [InputSpec(n, tuple(shape), d) for n, shape, d in zip(run.input_names, plan.input_shapes, dtypes)]
+    elif samples is not None:
+        run.specs = infer_input_specs(samples, run.input_names)
+    else:
+        raise PlanError("cannot tell the model's input shape: pass --calib PATH or --input-shape 1,3,224,224")
+    if run.val is None or len(run.val) == 0:
+        run.val = _random_samples(run.specs, RANDOM_VALIDATION_SAMPLES, data.seed)
+        run.data_notes.append(
+            f"no held-out data: validated on {RANDOM_VALIDATION_SAMPLES} random inputs; pass --calib or --val for real figures"
+        )
+    _check_model_accepts(run)
+    from exporter.validate import reference_outputs
+
+    run.reference = reference_outputs(run.original, run.val, run.specs, data.batch_size)
+
+
+def compress_stage(run: ExportRun) -> None:
+    """Run the plan's compression passes in order; each gets a private copy and is measured against the original."""
+    if not run.plan.passes:
+        return
+    import torch
+
+    from exporter.passes import PASSES, PassContext
+    from exporter.validate import compare_torch
+
+    ctx = PassContext(
+        example_inputs=tuple(torch.from_numpy(s.example(batch=2, seed=run.plan.data.seed)) for s in run.specs),
+        input_specs=run.specs,
+        teacher=run.original,
+        calib=run.calib,
+        val=run.val,
+        seed=run.plan.data.seed,
+        work_dir=run.work_dir,
+        batch_size=run.plan.data.batch_size,
+    )
+    model = run.original
+    for step in run.plan.passes:
+        model, record = PASSES.get(step.name)(step.config).run(model, ctx)
+        record.metrics = compare_torch(model, run.reference)
+        run.pass_records.append(record)
+    run.model = model
+
+
+def export_stage(run: ExportRun) -> None:
+    """Trace the (compressed) model to the float ONNX file and check it against PyTorch on real samples."""
+    from exporter.onnx_export import compare_with_torch, export_onnx
+
+    target = run.plan.target
+    run.export_info = export_onnx(
+        run.model, run.specs, run.float_path, target.opset, dynamic_batch=target.dynamic_batch, exporter=run.plan.exporter
+    )
+    feeds = [feed for feed, _, _ in run.reference[:4]]
+    if not target.dynamic_batch:
+        feeds = [_fixed_batch(feed, run.specs) for feed in feeds]
+    run.export_check = compare_with_torch(
+        run.model, run.float_path, feeds, target.tolerances.export_max_abs_error, target.tolerances.export_min_cosine
+    )
+
+
+def quantize_stage(run: ExportRun) -> None:
+    """Quantize the float file as the target says, calibrating on the calibration split."""
+    from exporter.quantizers import QuantizeRequest, quantize_model
+
+    run.quant_info = quantize_model(_quantize_request(run))
+    run.final_summary = _evaluate(run, run.final_path)
+    run.float_summary = _evaluate(run, run.float_path) if run.plan.target.quantization.mode != "none" else dict(run.final_summary)
+    from exporter.validate import check_gate
+
+    run.checks = check_gate(run.final_summary, run.plan.target.tolerances)
+
+
+def accuracy_stage(run: ExportRun) -> None:
+    """With `--accuracy-budget`, keep the most sensitive layers in float until the goal is met."""
+    if run.plan.accuracy_budget is None or run.plan.target.quantization.mode != "static":
+        return
+    from exporter.accuracy.budget import AccuracyBudget
+    from exporter.accuracy.fallback import FallbackRequest, search_fallback
+    from exporter.validate import check_gate
+
+    budget = AccuracyBudget.from_settings(run.plan.accuracy_budget)
+    if run.passed and budget.goal_met_by(run.checks):
+        return
+    baseline = run.work_dir / "baseline.onnx"
+    baseline.write_bytes(run.final_path.read_bytes())
+    run.fallback = search_fallback(
+        FallbackRequest(
+            float_path=run.float_path,
+            scheme=run.plan.target.quantization,
+            input_specs=run.specs,
+            make_reader=_quantize_request(run).make_reader,
+            evaluate=lambda path: _evaluate(run, path),
+            tolerances=run.plan.target.tolerances,
+            budget=budget,
+            work_dir=run.work_dir / "fallback",
+            baseline_path=baseline,
+            baseline_summary=run.final_summary,
+        )
+    )
+    if run.fallback.best_path != baseline:
+        run.final_path.write_bytes(Path(run.fallback.best_path).read_bytes())
+        run.final_summary = dict(run.fallback.best_summary)
+    run.checks = check_gate(run.final_summary, budget.tolerances(run.plan.target.tolerances))
+
+
+def package_stage(run: ExportRun) -> None:
+    """Run the target's packaging steps (ORT format, mobile checks...) into the staging folder."""
+    if not run.plan.target.package_steps:
+        return
+    from targets.packaging import run_package_steps
+
+    run.packages = run_package_steps(run.plan.target, run.final_path, run.outputs.staging, run.specs)
+
+
+def measure_stage(run: ExportRun) -> None:
+    """Sizes, parameter counts and batch-1 latency (median, one thread) of PyTorch, ORT fp32 and the final file."""
+    from exporter.modelstats import count_params
+    from exporter.runtime import onnx_latency_ms, torch_latency_ms
+    from exporter.validate import GateCheck
+
+    feed = _fixed_batch(run.reference[0][0], run.specs, batch=1)
+    repeats = run.plan.latency_repeats
+    float_ms = onnx_latency_ms(run.float_path, feed, threads=1, repeats=repeats)
+    final_ms = onnx_latency_ms(run.final_path, feed, threads=1, repeats=repeats) if run.quant_info.mode != "none" else float_ms
+    float_bytes, final_bytes = run.float_path.stat().st_size, run.final_path.stat().st_size
+    run.measurements = {
+        "params_original": count_params(run.original) if hasattr(run.original, "parameters") else None,
+        "params_final": count_params(run.model) if hasattr(run.model, "parameters") else None,
+        "size_float_bytes": float_bytes,
+        "size_final_bytes": final_bytes,
+        "size_ratio": round(float_bytes / final_bytes, 3),
+        "latency_ms": {
+            "pytorch_eager": round(torch_latency_ms(run.original, feed, threads=1, repeats=repeats), 4),
+            "ort_float": round(float_ms, 4),
+            "final": round(final_ms, 4),
+        },
+        "speedup_vs_float": round(float_ms / final_ms, 3),
+        "latency_setup": "batch 1, 1 intra-op thread, median of repeated runs",
+    }
+    if run.quant_info.mode != "none" and final_ms > float_ms:
+        run.warnings.append(
+            f"the {run.plan.target.name} model is SLOWER than the float ONNX on this CPU "
+            f"({final_ms:.3f} ms vs {float_ms:.3f} ms at batch 1): check the target's scheme (try --target auto)"
+        )
+    if run.plan.fail_if_slower and run.quant_info.mode != "none":
+        ratio = run.measurements["speedup_vs_float"]
+        run.checks.append(GateCheck("speedup_vs_float", ratio, 1.0, ">=", ratio >= 1.0))
+
+
+def _quantize_request(run: ExportRun):
+    from calibration import OrtCalibrationReader
+    from exporter.quantizers import QuantizeRequest
+
+    calib, specs, batch = run.calib, run.specs, run.plan.data.batch_size
+    make_reader = (lambda: OrtCalibrationReader(calib, specs, batch_size=batch)) if calib is not None else None
+    return QuantizeRequest(
+        float_path=run.float_path,
+        out_path=run.final_path,
+        scheme=run.plan.target.quantization,
+        input_specs=specs,
+        work_dir=run.work_dir,
+        make_reader=make_reader,
+    )
+
+
+def _evaluate(run: ExportRun, path: Path) -> dict:
+    from exporter.validate import compare_onnx
+
+    reference = run.reference
+    if not run.plan.target.dynamic_batch:
+        reference = [(_fixed_batch(f, run.specs), out[: s], None if lab is None else lab[: s])
+                     for f, out, lab in reference for s in [run.specs[0].shape[0]]]
+    return compare_onnx(path, reference, desc=f"validating {path.name}")
+
+
+def _fixed_batch(feed: dict[str, np.ndarray], specs: list[InputSpec], batch: int | None = None) -> dict[str, np.ndarray]:
+    """Cut a feed down to the spec's fixed batch size (or `batch`) for fixed-shape files and timing."""
+    out = {}
+    for spec in specs:
+        size = batch or spec.shape[0]
+        array = feed[spec.name][:size]
+        if len(array) < size:
+            array = np.concatenate([array] * (size // len(array) + 1))[:size]
+        out[spec.name] = array
+    return out
+
+
+def _image_options(data, image_cls):
+    image = image_cls.preset(data.image_preset) if data.image_preset else image_cls()
+    changes = {k: getattr(data, k) for k in ("resize", "crop", "mean", "std") if getattr(data, k) is not None}
+    if changes:
+        import dataclasses
+
+        image = dataclasses.replace(image, **changes)
+    image.validate()
+    return image
+
+
+def _random_samples(specs: list[InputSpec], count: int, seed: int):
+    from calibration import ListSampleSet, Sample
+
+    arrays = {s.name: s.example(batch=count, seed=seed) for s in specs}
+    return ListSampleSet(
+        [Sample({n: a[i] for n, a in arrays.items()}, origin=f"random[{i}]") for i in range(count)],
+        description="random inputs",
+    )
+
+
+def _check_model_accepts(run: ExportRun) -> None:
+    """One forward pass on a real sample, so a shape the model rejects is named before any long work."""
+    import torch
+
+    from calibration import iter_batches
+
+    sample_set = run.calib if run.calib is not None and len(run.calib) else run.val
+    batch = next(iter(iter_batches(sample_set.subset([0]), run.specs, 1)))
+    try:
+        with torch.no_grad():
+            run.original(*[torch.from_numpy(batch.inputs[s.name]) for s in run.specs])
+    except Exception as exc:
+        shapes = ", ".join(f"{s.name} {tuple(batch.inputs[s.name].shape)}" for s in run.specs)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CalibrationError(
+            f"the model rejects input of shape {shapes}: {first} (check --input-shape and the calibration data)"
+        ) from None
+
+
+def plan_summary(plan: Plan) -> str:
+    """The resolved plan as pretty JSON (what `--dry-run` prints)."""
+    return json.dumps(plan.to_dict(), indent=2, default=str)

@@ -1,0 +1,209 @@
+"""Mode `static`: onnxruntime's pre-processing, our own calibration, then `quantize_static`.
+
+Why calibrate ourselves: `quantize_static` passes no histogram size to its calibrators, so its
+Entropy calibrator runs with 128 bins and 128 quantized bins, leaves a single candidate threshold
+(the full range) and returns scales identical to MinMax. We build the calibrator with
+`create_calibrator` and proper bin counts, save the ranges with onnxruntime's calibration-cache
+format and hand that cache to `quantize_static`; the cache is kept as `calibration.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import CalibrationError, QuantizationError
+from exporter.quantizers.base import QuantizeInfo, QuantizeRequest, register_quantizer
+from targets.profile import QuantScheme
+
+ENTROPY_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 128
+HISTOGRAM_BINS = 2048
+
+
+@dataclass(frozen=True)
+class OrtStaticArguments:
+    """The onnxruntime call, spelled out: keyword arguments for `create_calibrator` and `quantize_static`."""
+
+    calibrator: dict[str, Any]
+    quantize: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Readable form for the report (enums by name)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return getattr(value, "name", value)
+
+        return {"calibrator": plain(self.calibrator), "quantize_static": plain(self.quantize)}
+
+
+def ort_static_arguments(scheme: QuantScheme, nodes_to_exclude: tuple[str, ...] = ()) -> OrtStaticArguments:
+    """Translate our typed `QuantScheme` into onnxruntime's arguments (the only place that knows them).
+
+    - types: `int8`/`uint8`/`int16`/`uint16`/`int4`/`uint4` -> `QuantType.Q*`;
+    - `activation_symmetric` / `weight_symmetric` -> extra_options `ActivationSymmetric` / `WeightSymmetric`,
+      and the calibrator's `symmetric` range for activations;
+    - `calibration_method` -> `CalibrationMethod`, with histogram sizes that make Entropy and
+      Percentile differ from MinMax (see the module docstring);
+    - `op_types` empty -> onnxruntime's default op list; `exclude_op_types` removes ops from it.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    types = {
+        "int8": QuantType.QInt8,
+        "uint8": QuantType.QUInt8,
+        "int16": QuantType.QInt16,
+        "uint16": QuantType.QUInt16,
+        "int4": QuantType.QInt4,
+        "uint4": QuantType.QUInt4,
+    }
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "distribution": CalibrationMethod.Distribution,
+    }
+    op_types = list(scheme.op_types) or sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    op_types = [op for op in op_types if op not in scheme.exclude_op_types]
+    calibrator_options: dict[str, Any] = {"symmetric": scheme.activation_symmetric}
+    if scheme.calibration_method == "entropy":
+        calibrator_options.update(num_bins=ENTROPY_BINS, num_quantized_bins=ENTROPY_QUANTIZED_BINS)
+    elif scheme.calibration_method in ("percentile", "distribution"):
+        calibrator_options.update(num_bins=HISTOGRAM_BINS, percentile=scheme.percentile)
+    method = methods[scheme.calibration_method]
+    return OrtStaticArguments(
+        calibrator={"calibrate_method": method, "op_types_to_calibrate": op_types, "extra_options": calibrator_options},
+        quantize={
+            "quant_format": QuantFormat.QDQ if scheme.format == "qdq" else QuantFormat.QOperator,
+            "per_channel": scheme.per_channel,
+            "reduce_range": scheme.reduce_range,
+            "activation_type": types[scheme.activation_type],
+            "weight_type": types[scheme.weight_type],
+            "calibrate_method": method,
+            "op_types_to_quantize": op_types,
+            "nodes_to_exclude": list(nodes_to_exclude),
+            "extra_options": {
+                "ActivationSymmetric": scheme.activation_symmetric,
+                "WeightSymmetric": scheme.weight_symmetric,
+            },
+        },
+    )
+
+
+def preprocess_for_quantization(float_path: Path, out_path: Path) -> list[str]:
+    """onnxruntime's `quant_pre_process` (symbolic shapes, graph optimization, shapes); returns notes.
+
+    Symbolic shape inference fails on some graphs; then it is retried without it, and the note says so.
+    """
+    from onnxruntime.quantization import quant_pre_process
+
+    notes: list[str] = []
+    try:
+        with _quiet():
+            quant_pre_process(str(float_path), str(out_path))
+    except Exception as exc:
+        notes.append(f"pre-processing without symbolic shape inference ({type(exc).__name__}: {exc})"[:300])
+        try:
+            with _quiet():
+                quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
+        except Exception as exc2:
+            raise QuantizationError(f"onnxruntime quantization pre-processing failed: {exc2}") from exc2
+    return notes
+
+
+def calibrate_ranges(model_path: Path, reader: Any, args: OrtStaticArguments, cache_path: Path) -> int:
+    """Collect activation ranges over `reader` and save them in onnxruntime's calibration-cache format.
+
+    Returns the number of calibration batches seen. Raises `CalibrationError` for no data.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    counting = _CountingReader(reader)
+    calibrator = create_calibrator(
+        model_path,
+        augmented_model_path=str(cache_path.parent / "augmented_model.onnx"),
+        providers=["CPUExecutionProvider"],
+        **args.calibrator,
+    )
+    try:
+        with _quiet():
+            calibrator.collect_data(counting)
+            ranges = calibrator.compute_data()
+    except CalibrationError:
+        raise
+    except ValueError as exc:
+        if counting.batches == 0:
+            raise CalibrationError("calibration data produced no batches: pass --calib with at least one sample") from exc
+        raise QuantizationError(f"onnxruntime calibration failed: {exc}") from exc
+    save_tensors_data(ranges, cache_path)
+    return counting.batches
+
+
+@register_quantizer("static")
+def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
+    """Static quantization: pre-process, calibrate on the user's data, then `quantize_static` with the cache."""
+    from onnxruntime.quantization import quantize_static
+
+    if request.make_reader is None:
+        raise CalibrationError("static quantization needs calibration data: pass --calib PATH")
+    args = ort_static_arguments(request.scheme, request.nodes_to_exclude)
+    prepared = request.work_dir / "preprocessed.onnx"
+    notes = preprocess_for_quantization(request.float_path, prepared)
+    cache = request.work_dir / "calibration.json"
+    cache.unlink(missing_ok=True)
+    batches = calibrate_ranges(prepared, request.make_reader(), args, cache)
+    try:
+        with _quiet():
+            quantize_static(
+                str(prepared),
+                str(request.out_path),
+                calibration_data_reader=None,
+                calibration_cache_path=str(cache),
+                **args.quantize,
+            )
+    except Exception as exc:
+        raise QuantizationError(f"onnxruntime quantize_static failed: {type(exc).__name__}: {exc}") from exc
+    return QuantizeInfo(mode="static", settings=args.to_dict(), calibration_batches=batches, notes=notes)
+
+
+class _CountingReader:
+    """Wraps a calibration reader and counts the batches it hands out."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.batches = 0
+
+    def get_next(self) -> dict | None:
+        batch = self.reader.get_next()
+        if batch is not None:
+            self.batches += 1
+        return batch
+
+    def __iter__(self):
+        while (batch := self.get_next()) is not None:
+            yield batch
+
+    def rewind(self) -> None:
+        self.reader.rewind()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantization tools print and log freely; keep that out of the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)

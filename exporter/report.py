@@ -1,0 +1,200 @@
+"""The run's report: `report.json` for machines and `report.md` for people, built from `ExportRun` only."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from exporter import __version__
+
+
+def build_report(run) -> dict[str, Any]:
+    """Collect every figure of the run into one plain-data dict (the content of report.json)."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    target = run.plan.target
+    report = {
+        "verdict": "pass" if run.passed else "fail",
+        "headline": headline(run),
+        "warnings": list(run.warnings),
+        "target": {"name": target.name, "description": target.description, "source": target.source},
+        "model": {
+            "path": run.plan.model.path,
+            "format": run.model_format,
+            "inputs": [s.to_dict() for s in run.specs],
+        },
+        "data": {
+            "calibration": _describe(run.calib),
+            "calibration_samples": len(run.calib) if run.calib is not None else 0,
+            "validation": _describe(run.val),
+            "validation_samples": len(run.val) if run.val is not None else 0,
+            "notes": list(run.data_notes),
+        },
+        "passes": [r.to_dict() for r in run.pass_records],
+        "export": {**run.export_info.to_dict(), "check_vs_pytorch": run.export_check},
+        "quantization": run.quant_info.to_dict(),
+        "accuracy_fallback": run.fallback.to_dict() if run.fallback is not None else None,
+        "packages": [p.to_dict() for p in run.packages],
+        "validation": {
+            "float_onnx_vs_original": run.float_summary,
+            "final_vs_original": run.final_summary,
+            "checks": [c.to_dict() for c in run.checks],
+        },
+        "measurements": run.measurements,
+        "stage_seconds": run.stage_seconds,
+        "versions": {
+            "edge-exporter": __version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+    return _finite(report)
+
+
+def headline(run) -> str:
+    """First line of the report: the speed warning if any, else verdict, size, speed and agreement."""
+    m = run.measurements
+    figures = [f"{m['size_ratio']:.1f}x smaller", f"{m['speedup_vs_float']:.2f}x the float ONNX speed"]
+    agreement = run.final_summary.get("top1_agreement")
+    if agreement is not None:
+        figures.append(f"{agreement:.1%} top-1 agreement")
+    figures.append(f"cosine {run.final_summary.get('cosine', 0):.4f}")
+    verdict = "PASS" if run.passed else "FAIL (" + "; ".join(c.describe() for c in run.checks if not c.passed) + ")"
+    line = f"{verdict}: {run.plan.target.name} model.onnx is " + ", ".join(figures)
+    if run.warnings:
+        line = "WARNING: " + run.warnings[0] + "\n" + line
+    return line
+
+
+def write_report(run, report: dict[str, Any]) -> None:
+    """Write plan.json, report.json and report.md into the staging folder."""
+    run.outputs.path("plan.json").write_text(run.plan.to_json() + "\n", encoding="utf-8")
+    run.outputs.path("report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    run.outputs.path("report.md").write_text(render_markdown(report), encoding="utf-8")
+    svg = getattr(run.fallback, "plot_svg", None) if run.fallback is not None else None
+    if svg:
+        run.outputs.path("layers.svg").write_text(svg, encoding="utf-8")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The human-readable report."""
+    out: list[str] = [f"# Export report: {report['target']['name']}", "", f"**{report['headline'].splitlines()[-1]}**", ""]
+    for warning in report["warnings"]:
+        out += [f"> **Warning:** {warning}", ""]
+    out += [
+        f"- Model: `{report['model']['path']}` ({report['model']['format']}); inputs: "
+        + ", ".join(f"`{i['name']}` {tuple(i['shape'])} {i['dtype']}" for i in report["model"]["inputs"]),
+        f"- Target: {report['target']['description']}",
+        f"- Calibration: {report['data']['calibration'] or 'none'}; "
+        f"{report['data']['calibration_samples']} samples",
+        f"- Validation: {report['data']['validation']}; {report['data']['validation_samples']} held-out samples",
+    ]
+    out += [f"- Note: {n}" for n in report["data"]["notes"]]
+    out += ["", "## Validation gate", "", "| figure | measured | threshold | result |", "|---|---|---|---|"]
+    for check in report["validation"]["checks"]:
+        out.append(
+            f"| {check['figure']} | {_num(check['measured'])} | {check['rule']} {_num(check['threshold'])} | "
+            f"{'pass' if check['passed'] else '**FAIL**'} |"
+        )
+    out += ["", "## Agreement with the original PyTorch model", "", "| figure | float ONNX | final model |", "|---|---|---|"]
+    fl, fi = report["validation"]["float_onnx_vs_original"], report["validation"]["final_vs_original"]
+    for key in ("top1_agreement", "cosine", "sqnr_db", "max_abs_error", "mean_abs_error", "reference_accuracy", "candidate_accuracy"):
+        if fi.get(key) is not None or fl.get(key) is not None:
+            out.append(f"| {key} | {_num(fl.get(key))} | {_num(fi.get(key))} |")
+    m = report["measurements"]
+    lat = m["latency_ms"]
+    out += [
+        "",
+        "## Size and speed",
+        "",
+        "| | PyTorch eager | ORT float | final |",
+        "|---|---|---|---|",
+        f"| latency ms ({m['latency_setup']}) | {lat['pytorch_eager']:.3f} | {lat['ort_float']:.3f} | {lat['final']:.3f} |",
+        f"| file size | | {_size(m['size_float_bytes'])} | {_size(m['size_final_bytes'])} |",
+        f"| parameters | {_num(m['params_original'])} | | {_num(m['params_final'])} |",
+        "",
+        f"Final model: {m['size_ratio']:.2f}x smaller and {m['speedup_vs_float']:.2f}x the speed of the float ONNX.",
+    ]
+    if report["passes"]:
+        out += [
+            "",
+            "## Compression passes",
+            "",
+            "| pass | params before → after | MACs before → after | agreement | cosine | max error | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in report["passes"]:
+            mt = p["metrics"]
+            out.append(
+                f"| {p['name']} | {p['params_before']:,} → {p['params_after']:,} | {p['macs_before']:,} → {p['macs_after']:,} | "
+                f"{_num(mt.get('top1_agreement'))} | {_num(mt.get('cosine'))} | {_num(mt.get('max_abs_error'))} | {p['seconds']} |"
+            )
+        for p in report["passes"]:
+            if p["skipped"] or p["notes"]:
+                out += ["", f"**{p['name']}**:"]
+                out += [f"- left alone: `{s.get('layer', s)}`: {s.get('reason', '')}" for s in p["skipped"]]
+                out += [f"- {n}" for n in p["notes"]]
+    fb = report.get("accuracy_fallback")
+    if fb:
+        out += ["", "## Accuracy-aware fallback", "", f"Goal {'met' if fb.get('met') else 'NOT met'}; "
+                f"{len(fb.get('trials', []))} trials in {fb.get('seconds', 0):.1f} s."]
+        out += [f"- {n}" for n in fb.get("notes", [])]
+        if fb.get("nodes_in_float"):
+            out += ["", "| kept in float | module | op | why |", "|---|---|---|---|"]
+            out += [f"| {n.get('node')} | {n.get('module', '')} | {n.get('op_type', '')} | {n.get('why', '')} |" for n in fb["nodes_in_float"]]
+        if fb.get("plot_svg"):
+            out += ["", "![error per layer](layers.svg)"]
+    ex, q = report["export"], report["quantization"]
+    out += [
+        "",
+        "## How it was made",
+        "",
+        f"- ONNX export: {ex['exporter']} exporter, opset {ex['opset']}, {ex['node_count']} nodes, "
+        f"{ex['seconds']} s; float ONNX vs PyTorch max error {_num(ex['check_vs_pytorch'].get('max_abs_error'))}",
+    ]
+    if ex.get("fallback_reason"):
+        out.append(f"- The dynamo exporter failed, so the TorchScript exporter was used: {ex['fallback_reason']}")
+    out.append(f"- Quantization: mode `{q['mode']}`, {q['calibration_batches']} calibration batches, {q['seconds']} s")
+    qdq = {k: v for k, v in q["op_counts"].items() if k in ("QuantizeLinear", "DequantizeLinear", "MatMulNBits", "DynamicQuantizeLinear")}
+    if qdq:
+        out.append("- Quantization nodes: " + ", ".join(f"{k} {v}" for k, v in qdq.items()))
+    out += [f"- {n}" for n in q.get("notes", [])]
+    for pkg in report["packages"]:
+        out.append(f"- Package step `{pkg['name']}`: files {', '.join(pkg['files']) or 'none'}; "
+                   + ", ".join(f"{k}: {v}" for k, v in pkg["summary"].items()))
+    out += ["- Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()),
+            "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(out)
+
+
+def _describe(samples) -> str | None:
+    return None if samples is None else getattr(samples, "description", str(samples))
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.2f} MiB"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf/nan: write them as strings so report.json stays valid for every parser."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

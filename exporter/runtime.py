@@ -1,0 +1,62 @@
+"""Running ONNX files on onnxruntime's CPU provider, and timing them."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def session_for(path: Path | str, threads: int = 1):
+    """An onnxruntime CPU `InferenceSession` with a fixed intra-op thread count and full graph optimization."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run one batch; `feed` is keyed by input name. Returns the outputs in graph order."""
+    return session.run(None, feed)
+
+
+def median_latency_ms(call: Callable[[], object], warmup: int = 3, repeats: int = 20, budget_s: float = 5.0) -> float:
+    """Median wall time of `call()` in milliseconds after `warmup` runs; stops early past `budget_s`."""
+    for _ in range(warmup):
+        call()
+    times = []
+    deadline = time.perf_counter() + budget_s
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000.0)
+        if time.perf_counter() > deadline and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def onnx_latency_ms(path: Path | str, feed: dict[str, np.ndarray], threads: int = 1, repeats: int = 20) -> float:
+    """Median latency of one ONNX file on `feed` with `threads` intra-op threads."""
+    session = session_for(path, threads=threads)
+    return median_latency_ms(lambda: session.run(None, feed), repeats=repeats)
+
+
+def torch_latency_ms(model, feed: dict[str, np.ndarray], threads: int = 1, repeats: int = 20) -> float:
+    """Median latency of a PyTorch model in eager mode on `feed` with `threads` intra-op threads."""
+    import torch
+
+    args = [torch.from_numpy(v) for v in feed.values()]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return median_latency_ms(lambda: model(*args), repeats=repeats)
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,96 @@
+"""What one training run does, as frozen plain data that travels to torchrun workers as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_EPOCHS = 10
+"""Epochs when neither `epochs` nor a time budget is given."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of one student-training run (the passes translate their configs into this).
+
+    `batch_size` is the global batch: with N processes each one takes `batch_size / N` samples of
+    every step, so the same seed and batch size give the same student whatever N is. `epochs=None`
+    means 10 epochs without a time budget and "until the budget is spent" with one. `alpha` weighs
+    the soft (teacher) loss against the hard (label) loss. `l1_penalty` > 0 adds
+    `l1_penalty * mean |BatchNorm scale|` to the loss (the `slim` pass).
+    """
+
+    epochs: int | None = None
+    minutes: float | None = None
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    loss: str = "auto"
+    temperature: float = 4.0
+    alpha: float = 0.9
+    batchnorm: str = "train"
+    l1_penalty: float = 0.0
+    seed: int = 0
+    teacher_device: str = "cpu"
+    student_device: str = "cpu"
+
+    @property
+    def max_epochs(self) -> int | None:
+        """The epoch limit: `epochs`, else 10 without a time budget, else None (the budget decides)."""
+        if self.epochs is not None:
+            return self.epochs
+        return DEFAULT_EPOCHS if self.minutes is None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for the worker's job file and the checkpoint fingerprint)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainSettings":
+        """Inverse of `to_dict`."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the processes of a distributed run meet (torchrun's static rendezvous).
+
+    One machine (`nnodes == 1`, no `endpoint`): torchrun `--standalone`. Several machines: every
+    machine runs the same export with its own `node_rank`, and `endpoint` ("host:port") names
+    the machine of node 0, which must be reachable from the others.
+    """
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    endpoint: str | None = None
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the whole run, over every machine."""
+        return self.nproc * self.nnodes
+
+    def torchrun_flags(self) -> list[str]:
+        """The torchrun command-line flags for this rendezvous."""
+        flags = ["--nproc_per_node", str(self.nproc)]
+        if self.nnodes == 1 and self.endpoint is None:
+            return ["--standalone", *flags]
+        host, _, port = (self.endpoint or "127.0.0.1:29500").rpartition(":")
+        return [
+            *flags,
+            "--nnodes",
+            str(self.nnodes),
+            "--node_rank",
+            str(self.node_rank),
+            "--master_addr",
+            host,
+            "--master_port",
+            port,
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Sample models, sample data and the reference architectures used by tests and benchmarks."""

@@ -1,0 +1,146 @@
+"""The typed shape of a deployment target: what to produce and how good it must be.
+
+A target file (TOML) has top-level fields plus a `[quantization]` and a `[tolerances]` table.
+Unknown fields and bad values are rejected with one line naming the file, the field and the
+valid choices, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from exporter.errors import PlanError
+
+QuantMode = Literal["none", "static", "dynamic", "fp16", "weight_only"]
+QuantFormat = Literal["qdq", "qoperator"]
+QuantDType = Literal["int8", "uint8", "int16", "uint16", "int4", "uint4"]
+CalibMethod = Literal["minmax", "entropy", "percentile", "distribution"]
+CpuArch = Literal["any", "x86_64", "arm64"]
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """How onnxruntime quantizes for this target (`mode = "none"` keeps the float model)."""
+
+    mode: QuantMode = "none"
+    format: QuantFormat = "qdq"
+    per_channel: bool = True
+    activation_type: QuantDType = "uint8"
+    weight_type: QuantDType = "int8"
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    reduce_range: bool = False
+    calibration_method: CalibMethod = "minmax"
+    percentile: float = 99.999
+    op_types: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    block_size: int = 32
+    keep_io_types: bool = True
+
+    def validate(self, where: str) -> None:
+        """Cross-field rules onnxruntime would otherwise fail on late or ignore silently."""
+        if not 50.0 < self.percentile <= 100.0:
+            raise PlanError(f"{where}: quantization.percentile must be in (50, 100], got {self.percentile}")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise PlanError(f"{where}: quantization.block_size must be a power of two >= 16, got {self.block_size}")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Thresholds checked at each boundary; `None` means the figure is reported but not gated.
+
+    `export_*` compare PyTorch with the float ONNX (a tracing bug, not a quantization loss);
+    the rest compare the final model with the original PyTorch model on held-out data.
+    """
+
+    export_max_abs_error: float = 1e-4
+    export_min_cosine: float = 0.99999
+    min_top1_agreement: float | None = None
+    min_cosine: float | None = None
+    min_sqnr_db: float | None = None
+    max_abs_error: float | None = None
+    max_accuracy_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment target profile: runtime, opset, shapes, quantization scheme, tolerances, packaging."""
+
+    name: str
+    description: str
+    runtime: str = "onnxruntime-cpu"
+    opset: int = 18
+    dynamic_batch: bool = True
+    needs_calibration: bool = False
+    needs_fixed_shapes: bool = False
+    produces: str = "model.onnx"
+    quantization: QuantScheme = field(default_factory=QuantScheme)
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    package_steps: tuple[str, ...] = ()
+    arch: CpuArch = "any"  # CPU family the file is tuned for; "arm64" keeps int8 QDQ fusions in the .ort file
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for the resolved plan and the report."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> "Target":
+        """Build a target from parsed TOML/JSON data, rejecting unknown fields and bad values."""
+        data = dict(data)
+        quant = _build(QuantScheme, data.pop("quantization", {}), f"{where}: [quantization]")
+        tol = _build(Tolerances, data.pop("tolerances", {}), f"{where}: [tolerances]")
+        data.setdefault("source", where)
+        target = _build(cls, data, where, quantization=quant, tolerances=tol)
+        if not 13 <= target.opset <= 23:
+            raise PlanError(f"{where}: opset must be between 13 and 23, got {target.opset}")
+        if target.quantization.mode == "static" and not target.needs_calibration:
+            raise PlanError(f"{where}: static quantization needs calibration data: set needs_calibration = true")
+        quant.validate(where)
+        return target
+
+
+def _build(cls: type, data: dict[str, Any], where: str, **fixed: Any) -> Any:
+    if not isinstance(data, dict):
+        raise PlanError(f"{where}: expected a table, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise PlanError(f"{where}: unknown field {unknown[0]!r}; valid fields are {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _check(value, hints[key], f"{where}: field {key!r}") for key, value in data.items()}
+    return cls(**values, **fixed)
+
+
+def _check(value: Any, annotation: Any, where: str) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None:
+            return None
+        return _check(value, [a for a in args if a is not type(None)][0], where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise PlanError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise PlanError(f"{where} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise PlanError(f"{where} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
