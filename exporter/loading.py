@@ -84,9 +84,11 @@ def sniff_format(path: Path) -> str:
         raise LoadError(f"model path {path} is a folder: pass the model file itself (.pt, .pth, .pt2)")
     if path.stat().st_size == 0:
         raise LoadError(f"model file {path} is empty")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
     if not zipfile.is_zipfile(path):
-        with open(path, "rb") as handle:
-            head = handle.read(2)
+        if head == b"PK\x03\x04":  # starts like a zip archive but has no central directory
+            raise LoadError(f"model file {path} is truncated or corrupt (incomplete zip archive): re-save or re-download it")
         if head[:1] == b"\x80":  # protocol-2+ pickle: torch.save with the legacy format
             return "legacy_pickle"
         raise LoadError(

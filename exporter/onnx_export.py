@@ -183,26 +183,26 @@ def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _module_path(node: onnx.NodeProto) -> str:
+    """The dotted module path that produced `node`, e.g. `features.0.conv` ('' for top-level ops).
+
+    The dynamo exporter records `name_scopes`: full module paths from the root, ending with the
+    aten op's own name; the TorchScript exporter names nodes `/features/features.0/conv/Conv`.
+    """
     props = {p.key: p.value for p in node.metadata_props}
     scopes = props.get("pkg.torch.onnx.name_scopes")
     if scopes:
         import ast
 
         try:
-            parts = [s for s in ast.literal_eval(scopes) if s]
+            parts = list(ast.literal_eval(scopes))
         except (ValueError, SyntaxError):
-            parts = []
-        # The last scope is the aten op itself unless it names a module attribute.
-        hierarchy = props.get("pkg.torch.onnx.class_hierarchy", "")
-        if parts and hierarchy.rstrip("]'\" ").split(".")[0].endswith("aten"):
-            parts = parts[:-1]
-        elif parts and "aten." in hierarchy.split(",")[-1]:
-            parts = parts[:-1]
-        return ".".join(parts)
-    # TorchScript exporter names nodes like "/features/features.0/Conv".
+            return ""
+        return parts[-2] if len(parts) >= 2 else ""
     if node.name.startswith("/"):
-        segments = [s for s in node.name.split("/")[1:-1] if s]
-        return segments[-1] if segments else ""
+        path = ""
+        for segment in (s for s in node.name.split("/")[1:-1] if s):
+            path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
+        return path
     return ""
 
 

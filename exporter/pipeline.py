@@ -372,10 +372,10 @@ def _check_model_accepts(run: ExportRun) -> None:
         with torch.no_grad():
             run.original(*[torch.from_numpy(batch.inputs[s.name]) for s in run.specs])
     except Exception as exc:
-        shapes = ", ".join(f"{s.name} {tuple(batch.inputs[s.name].shape)}" for s in run.specs)
+        shapes = ", ".join(f"{s.name!r} of shape {tuple(batch.inputs[s.name].shape)}" for s in run.specs)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CalibrationError(
-            f"the model rejects input of shape {shapes}: {first} (check --input-shape and the calibration data)"
+            f"the model rejects input {shapes}: {first} (check --input-shape and the calibration data)"
         ) from None
 
 

@@ -30,7 +30,12 @@ def load_target_file(path: str | Path) -> Target:
         raise PlanError(f"target file {path} is not valid TOML: {exc}") from None
     if "name" not in data or "description" not in data:
         raise PlanError(f"target file {path}: 'name' and 'description' are required")
-    return Target.from_dict(data, where=str(path))
+    target = Target.from_dict(data, where=str(path))
+    if target.package_steps:
+        from targets.packaging import check_package_steps
+
+        check_package_steps(target.package_steps, str(path))
+    return target
 
 
 def builtin_targets() -> Registry[Path]:

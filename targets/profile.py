@@ -19,6 +19,7 @@ QuantFormat = Literal["qdq", "qoperator"]
 QuantDType = Literal["int8", "uint8", "int16", "uint16", "int4", "uint4"]
 CalibMethod = Literal["minmax", "entropy", "percentile", "distribution"]
 CpuArch = Literal["any", "x86_64", "arm64"]
+AccuracyLevel = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class QuantScheme:
     exclude_op_types: tuple[str, ...] = ()
     block_size: int = 32
     keep_io_types: bool = True
+    accuracy_level: AccuracyLevel = "fp32"  # weight_only: MatMulNBits compute type ("int8" = fastest on CPU)
 
     def validate(self, where: str) -> None:
         """Cross-field rules onnxruntime would otherwise fail on late or ignore silently."""
@@ -46,6 +48,13 @@ class QuantScheme:
             raise PlanError(f"{where}: quantization.percentile must be in (50, 100], got {self.percentile}")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise PlanError(f"{where}: quantization.block_size must be a power of two >= 16, got {self.block_size}")
+        if self.mode == "dynamic" and (self.activation_type != "uint8" or self.weight_type not in ("int8", "uint8")):
+            raise PlanError(
+                f"{where}: dynamic quantization needs activation_type 'uint8' and weight_type 'int8' or 'uint8', "
+                f"got {self.activation_type!r} and {self.weight_type!r}"
+            )
+        if self.mode == "weight_only" and self.weight_type not in ("int4", "uint4", "int8", "uint8"):
+            raise PlanError(f"{where}: weight_only quantization needs weight_type 'int4' or 'int8', got {self.weight_type!r}")
 
 
 @dataclass(frozen=True)

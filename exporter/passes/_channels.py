@@ -57,8 +57,8 @@ _SPATIAL = {
     "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
     "adaptive_max_pool3d", "interpolate", "upsample",
 }  # fmt: skip
-_RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "reshape_as"}
-_SIZED_RESHAPE = {"view", "reshape", "expand", "unflatten"}  # take sizes that may be hard-coded numbers
+_RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_SIZED_RESHAPE = {"view", "reshape", "unflatten"}  # take sizes that may be hard-coded numbers
 _REDUCE = {"mean", "sum", "amax", "amin"}
 _QUERY = {"size", "dim", "numel", "getattr"}  # read a property; the result is not a channel tensor
 _TORCH_MODULES = ("torch", "torch.nn.functional", "torch.functional", "_operator", "operator", "builtins")
@@ -174,6 +174,7 @@ class _Analyzer:
         self.spaces = Spaces()
         self.result = ChannelGraph(self.spaces, {}, {}, {})
         self.layouts: dict[fx.Node, Any] = {}
+        self.shared: set[str] = set()
 
     def run(self) -> ChannelGraph:
         for node in self.gm.graph.nodes:
@@ -229,7 +230,8 @@ class _Analyzer:
         has_params = any(True for _ in module.parameters(recurse=False))
         if has_params and self.calls[name] > 1:
             self.block_args(node, f"it goes into '{name}', which is called more than once (shared weights)")
-            if isinstance(module, (*_CONV, nn.Linear)):
+            if isinstance(module, (*_CONV, nn.Linear)) and name not in self.shared:
+                self.shared.add(name)
                 space = self.spaces.new(_out_size(module), name)
                 self.spaces.block(space, f"'{name}' is called more than once (shared weights)")
             return None
@@ -311,6 +313,8 @@ class _Analyzer:
             return self.spatial(node, x)
         if op in _RESHAPE:
             return self.reshape(node, x, sizes=_sizes(node) if op in _SIZED_RESHAPE else None)
+        if op in ("expand", "expand_as"):
+            return self.expand(node, x, sizes=_sizes(node) if op == "expand" else None)
         if op in _REDUCE:
             return self.reduce(node, x)
         if op in ("softmax", "log_softmax"):
@@ -377,6 +381,22 @@ class _Analyzer:
             fixed = sizes[moved.dim]
             if isinstance(fixed, int) and fixed != -1:
                 self.block(x, f"'{node.name}' reshapes with the hard-coded channel size {fixed}")
+                return None
+        return moved
+
+    def expand(self, node: fx.Node, x: Layout | None, sizes: list[Any] | None) -> Layout | None:
+        in_shape, out_shape = shape_of(node.args[0]), shape_of(node)
+        if x is None or in_shape is None or out_shape is None:
+            self.block(x, f"'{node.name}' expands it in a way the pruner cannot follow")
+            return None
+        moved = x.at(x.dim + len(out_shape) - len(in_shape))
+        if out_shape[moved.dim] != in_shape[x.dim]:
+            self.block(x, f"'{node.name}' broadcasts its channels")
+            return None
+        if sizes is not None and moved.dim < len(sizes):
+            fixed = sizes[moved.dim]
+            if isinstance(fixed, int) and fixed != -1:
+                self.block(x, f"'{node.name}' expands with the hard-coded channel size {fixed}")
                 return None
         return moved
 

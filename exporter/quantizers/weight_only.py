@@ -28,6 +28,8 @@ from targets.profile import QuantScheme
 SUPPORTED_OP_TYPES = ("Gather", "Gemm", "MatMul")
 DEFAULT_OP_TYPES = ("Gemm", "MatMul")
 BITS = {"int4": 4, "uint4": 4, "int8": 8, "uint8": 8}
+ACCURACY_LEVELS = {"fp32": None, "fp16": 2, "bf16": 3, "int8": 4}
+"""MatMulNBits `accuracy_level`: the type activations are computed in; fp32 leaves the attribute unset (= fp32)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def ort_weight_only_arguments(scheme: QuantScheme, nodes_to_exclude: tuple[str, 
     - `format` `qoperator` -> `MatMulNBits` nodes; `qdq` -> int4 `DequantizeLinear` + `MatMul` (4-bit only);
     - `op_types` empty -> MatMul and Gemm; `Gemm` in the list turns on the Gemm -> MatMul rewrite;
       anything outside MatMul/Gemm/Gather raises `PlanError` (Conv is not covered);
-    - `accuracy_level` is left unset (0): activations stay float32 inside `MatMulNBits`.
+    - `accuracy_level` `fp32` -> unset (activations stay float32 inside `MatMulNBits`), `fp16` -> 2,
+      `bf16` -> 3, `int8` -> 4 (activations quantized per block at run time: onnxruntime's fast CPU path);
     Activation types and calibration fields do not apply: nothing but weights is quantized.
     """
     from onnxruntime.quantization import QuantFormat
@@ -78,6 +81,7 @@ def ort_weight_only_arguments(scheme: QuantScheme, nodes_to_exclude: tuple[str, 
             "bits": bits,
             "block_size": scheme.block_size,
             "is_symmetric": scheme.weight_symmetric,
+            "accuracy_level": ACCURACY_LEVELS[scheme.accuracy_level],
             "quant_format": QuantFormat.QOperator if scheme.format == "qoperator" else QuantFormat.QDQ,
             "op_types_to_quantize": quant_types,
             "nodes_to_exclude": list(nodes_to_exclude),

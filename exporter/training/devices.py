@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from exporter.errors import CompressionError
-
-DEVICE_PATTERN = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
-"""Device strings the passes accept: `cpu`, `cuda`, `cuda:1`, `mps`, `xpu:0`."""
-
-
-def device_syntax_error(value: str, where: str) -> str | None:
-    """One error line when `value` is not a device string the passes accept, else None."""
-    if DEVICE_PATTERN.match(value):
-        return None
-    return f"bad device {value!r} for {where}: expected cpu, cuda, cuda:N, mps or xpu"
+from exporter.training.settings import device_syntax_error
 
 
 def resolve_device(value: str, where: str) -> torch.device:

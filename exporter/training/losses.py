@@ -118,8 +118,8 @@ def scale_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def l1_scale_penalty(model: nn.Module) -> torch.Tensor:
-    """Mean absolute BatchNorm/GroupNorm scale over every channel of the model (0 when it has none)."""
-    scales = [module.weight.abs() for _, module in scale_layers(model)]
+    """Sum of absolute BatchNorm/GroupNorm scales over every channel (network slimming's L1 term; 0 without any)."""
+    scales = [module.weight.abs().sum() for _, module in scale_layers(model)]
     if not scales:
         return torch.zeros(())
-    return torch.cat([s.flatten() for s in scales]).mean()
+    return torch.stack(scales).sum()

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from exporter.errors import PlanError
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
+"""Device strings the passes accept: `cpu`, `cuda`, `cuda:1`, `mps`, `xpu:0`."""
+
+ENDPOINT_PATTERN = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+"""A rendezvous endpoint: `host:port` (IPv6 hosts in brackets)."""
 
 DEFAULT_EPOCHS = 10
 """Epochs when neither `epochs` nor a time budget is given."""
@@ -18,7 +27,7 @@ class TrainSettings:
     every step, so the same seed and batch size give the same student whatever N is. `epochs=None`
     means 10 epochs without a time budget and "until the budget is spent" with one. `alpha` weighs
     the soft (teacher) loss against the hard (label) loss. `l1_penalty` > 0 adds
-    `l1_penalty * mean |BatchNorm scale|` to the loss (the `slim` pass).
+    `l1_penalty * sum |BatchNorm scale|` to the loss (the `slim` pass).
     """
 
     epochs: int | None = None
@@ -94,3 +103,32 @@ class Rendezvous:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form."""
         return dataclasses.asdict(self)
+
+
+def device_syntax_error(value: str, where: str) -> str | None:
+    """One error line when `value` is not a device string the passes accept, else None."""
+    if DEVICE_PATTERN.match(value):
+        return None
+    return f"bad device {value!r} for {where}: expected cpu, cuda, cuda:N, mps or xpu"
+
+
+def check_training_settings(config: Any, pass_name: str) -> None:
+    """The `PlanError` checks the training passes share: positive epochs, minutes, lr and batch size,
+    non-negative weight decay, known device names."""
+    epochs = getattr(config, "epochs", None)
+    if epochs is not None and epochs < 1:
+        raise PlanError(f"bad {pass_name} epochs {epochs}: expected 1 or more")
+    minutes = getattr(config, "minutes", None)
+    if minutes is not None and minutes <= 0:
+        raise PlanError(f"bad {pass_name} minutes {minutes}: expected a positive time budget")
+    if config.lr <= 0:
+        raise PlanError(f"bad {pass_name} lr {config.lr}: expected a positive learning rate such as 0.001")
+    if config.batch_size < 1:
+        raise PlanError(f"bad {pass_name} batch_size {config.batch_size}: expected 1 or more")
+    if getattr(config, "weight_decay", 0.0) < 0:
+        raise PlanError(f"bad {pass_name} weight_decay {config.weight_decay}: expected 0 or more")
+    for name in ("teacher_device", "student_device"):
+        if hasattr(config, name):
+            error = device_syntax_error(getattr(config, name), f"{pass_name} {name}")
+            if error:
+                raise PlanError(error)

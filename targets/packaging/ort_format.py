@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,11 +68,17 @@ def convert_to_ort_format(request: PackageRequest) -> PackageInfo:
         source = work / "model.onnx"
         shutil.copyfile(request.model_path, source)
         converted = work / "converted"
+        # The converter prints progress and its config writer logs at INFO: keep both off the terminal.
+        config_log = logging.getLogger("ort_format_model.utils")
+        level = config_log.level
+        config_log.setLevel(logging.WARNING)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 convert_onnx_models_to_ort(source, output_dir=converted, **args)
         except Exception as exc:
             raise QuantizationError(f"onnxruntime could not convert the model to ORT format: {type(exc).__name__}: {exc}") from exc
+        finally:
+            config_log.setLevel(level)
         ort_path = request.out_dir / ORT_FILE
         config_path = request.out_dir / CONFIG_FILE
         shutil.move(str(converted / ORT_FILE), ort_path)

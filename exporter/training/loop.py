@@ -1,0 +1,363 @@
+"""The training loop: one code path for a single process and for every DistributedDataParallel rank.
+
+Rules:
+- The teacher runs in eval mode without gradients on its own device; its outputs move to the
+  student's device. The caller's teacher is never changed (it is copied when it has to move).
+- The student trains in train mode; with `batchnorm="frozen"` its BatchNorm layers stay in eval
+  mode (running statistics fixed, scales and shifts still learn). With several processes and
+  `batchnorm="train"`, batch statistics are shared across processes (`syncbn`).
+- Steps follow `data.epoch_steps`; the loss is summed per sample and divided by the global step
+  size, plus `l1_penalty * sum |scale|`; the learning rate follows `optim.lr_factor`.
+- Before the first epoch and after each one, the student is measured on the held-out set; the
+  best one (highest top-1 agreement, then lowest loss; epoch 0 is the student as it came) is
+  what the run returns.
+- A time budget stops the run between steps; with several processes the elapsed time is the
+  maximum over processes, so they all stop at the same step.
+- After each epoch (and every `CHECKPOINT_SECONDS` within a long epoch) the first process of each
+  machine writes a checkpoint; `resume` continues from the next step it records.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from exporter.errors import CompressionError
+from exporter.progress import progress_bar
+from exporter.training import checkpoint as ckpt
+from exporter.training.data import TrainData, epoch_steps, shard, steps_per_epoch
+from exporter.training.devices import resolve_device
+from exporter.training.evaluate import TeacherCache, evaluate, forward, score
+from exporter.training.losses import DistillationLoss, l1_scale_penalty, resolve_kinds
+from exporter.training.optim import build_optimizer, lr_factor, set_lr
+from exporter.training.settings import TrainSettings
+from exporter.training.syncbn import share_batch_statistics
+
+CHECKPOINT_SECONDS = 600.0
+"""Also write a checkpoint mid-epoch when this many seconds passed since the last one."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: global rank, number of processes, rank on its machine."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def writes_files(self) -> bool:
+        """The first process of each machine writes checkpoints and the result."""
+        return self.local_rank == 0
+
+    @property
+    def shows_progress(self) -> bool:
+        """Only the first process draws the progress bar."""
+        return self.rank == 0
+
+
+@dataclass
+class TrainOutcome:
+    """What a run did. `history[0]` is the student before training (epoch 0); epochs count from 1."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int
+    epochs_done: int
+    epochs_this_run: int
+    resumed_at: dict[str, int] | None
+    samples_seen: int
+    seconds: float
+    stopped_by: str
+    loss_kinds: tuple[str, ...]
+    best: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def before(self) -> dict[str, Any]:
+        """Held-out figures of the student as it came."""
+        return self.history[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (the torchrun worker sends it back as JSON)."""
+        return dict(self.__dict__, loss_kinds=list(self.loss_kinds))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainOutcome":
+        """Inverse of `to_dict`."""
+        return cls(**dict(data, loss_kinds=tuple(data["loss_kinds"])))
+
+
+def train(
+    student: nn.Module,
+    teacher: nn.Module,
+    train_data: TrainData,
+    val_data: TrainData,
+    input_names: Sequence[str],
+    settings: TrainSettings,
+    *,
+    world: World = World(),
+    checkpoint_dir: Path | None = None,
+    checkpoint_flag: str = "the checkpoint folder",
+    resume: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    desc: str = "training",
+) -> tuple[nn.Module, TrainOutcome]:
+    """Train `student` (changed in place) to match `teacher` on `train_data`; return the best student and the outcome."""
+    names = list(input_names)
+    student_device = resolve_device(settings.student_device, "student_device")
+    teacher_device = resolve_device(settings.teacher_device, "teacher_device")
+    teacher = _teacher_on(teacher, teacher_device)
+    student.to(student_device)
+    torch.manual_seed(settings.seed + world.rank)
+
+    first_rows = list(range(min(len(val_data), 2)))
+    with torch.no_grad():
+        probe = forward(teacher, val_data.batch(first_rows)[0], names, teacher_device)
+    loss_fn = DistillationLoss(resolve_kinds(settings.loss, probe), settings.temperature, settings.alpha)
+    notes = []
+    if loss_fn.kinds[0] == "kl" and not train_data.has_labels:
+        notes.append("the distillation data has no labels: trained on soft targets only")
+    elif loss_fn.kinds[0] == "kl" and not loss_fn.uses_labels:
+        notes.append("alpha is 1.0: trained on soft targets only, labels unused")
+
+    val_cache = TeacherCache.build(teacher, val_data, names, settings.batch_size, teacher_device)
+    optimizer = build_optimizer(student, settings.optimizer, settings.lr, settings.weight_decay)
+    sample_count = len(train_data)
+    per_epoch = steps_per_epoch(sample_count, settings.batch_size)
+    total_steps = settings.max_epochs * per_epoch if settings.max_epochs is not None else None
+    budget = settings.minutes * 60.0 if settings.minutes is not None else None
+
+    state = _fresh_state()
+    run_print = ckpt.fingerprint(student, sample_count, settings.to_dict())
+    resumed_at = None
+    if resume and checkpoint_dir is not None:
+        saved = ckpt.load_checkpoint(checkpoint_dir)
+        if saved is None:
+            notes.append(f"--resume: no checkpoint in {checkpoint_dir}, started from the beginning")
+        else:
+            ckpt.check_fingerprint(saved["fingerprint"], run_print, checkpoint_dir / ckpt.CHECKPOINT_NAME, checkpoint_flag)
+            student.load_state_dict(saved["student"])
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"])
+            state = {k: saved[k] for k in _fresh_state()}
+            resumed_at = {"epoch": state["epoch"], "step": state["step"]}
+    if not state["history"]:
+        before = evaluate(student, val_data, val_cache, names, loss_fn, student_device)
+        state["history"] = [_entry(0, before, None, 0, 0.0)]
+        state["best"] = {"epoch": 0, "score": score(before), "entry": state["history"][0], "weights": _cpu_state(student)}
+
+    model = _wrap(student, world, settings)
+    undo_sharing = share_batch_statistics(student) if world.size > 1 and settings.batchnorm == "train" else None
+    bar = progress_bar(desc, total=total_steps, unit="step") if world.shows_progress else _SilentBar()
+    bar.update(state["epoch"] * per_epoch + state["step"])
+    start, last_save = time.perf_counter(), time.perf_counter()
+    prior_seconds = state["seconds"]
+    epochs_this_run, stopped_by = 0, "epochs"
+
+    def elapsed() -> float:
+        seconds = prior_seconds + time.perf_counter() - start
+        if world.size > 1 and budget is not None:
+            shared = torch.tensor([seconds], dtype=torch.float64)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            seconds = float(shared)
+        return seconds
+
+    try:
+        while settings.max_epochs is None or state["epoch"] < settings.max_epochs:
+            epoch = state["epoch"]
+            _set_train_mode(student, settings.batchnorm)
+            losses, agreements = [], []
+            steps = epoch_steps(sample_count, settings.batch_size, settings.seed, epoch)
+            for step in range(state["step"], len(steps)):
+                spent = elapsed() if budget is not None else 0.0
+                if budget is not None and spent >= budget:
+                    stopped_by = "time"
+                    break
+                done = epoch * per_epoch + step
+                progress = max(done / total_steps if total_steps else 0.0, spent / budget if budget else 0.0)
+                set_lr(optimizer, settings.lr * lr_factor(settings.schedule, progress))
+                loss, agreement = _step(
+                    model, student, teacher, train_data, shard(steps[step], world.rank, world.size), len(steps[step]),
+                    names, loss_fn, optimizer, settings, world, student_device, teacher_device,
+                )
+                losses.append(loss)
+                if agreement is not None:
+                    agreements.append(agreement)
+                state["step"] = step + 1
+                state["samples_seen"] += len(steps[step])
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", agree=f"{np.mean(agreements):.3f}" if agreements else "-")
+                if world.writes_files and checkpoint_dir and time.perf_counter() - last_save > CHECKPOINT_SECONDS:
+                    state["seconds"] = prior_seconds + time.perf_counter() - start
+                    _save(checkpoint_dir, student, optimizer, state, run_print)
+                    last_save = time.perf_counter()
+            finished_epoch = state["step"] >= len(steps)
+            if not losses and not finished_epoch:
+                break
+            metrics = evaluate(student, val_data, val_cache, names, loss_fn, student_device)
+            state["seconds"] = prior_seconds + time.perf_counter() - start
+            entry = _entry(epoch + 1, metrics, losses, state["samples_seen"], state["seconds"], agreements)
+            entry["complete"] = finished_epoch
+            state["history"].append(entry)
+            if score(metrics) > tuple(state["best"]["score"]):
+                state["best"] = {"epoch": epoch + 1, "score": score(metrics), "entry": entry, "weights": _cpu_state(student)}
+            if finished_epoch:
+                state["epoch"], state["step"] = epoch + 1, 0
+            epochs_this_run += 1
+            if world.writes_files and checkpoint_dir is not None:
+                _save(checkpoint_dir, student, optimizer, state, run_print)
+                last_save = time.perf_counter()
+            if on_epoch_end is not None:
+                on_epoch_end(entry)
+            if stopped_by == "time":
+                break
+    finally:
+        bar.close()
+        if undo_sharing is not None:
+            undo_sharing()
+
+    student.load_state_dict(state["best"]["weights"])
+    student.eval()
+    outcome = TrainOutcome(
+        history=state["history"],
+        best_epoch=state["best"]["epoch"],
+        epochs_done=state["epoch"],
+        epochs_this_run=epochs_this_run,
+        resumed_at=resumed_at,
+        samples_seen=state["samples_seen"],
+        seconds=round(state["seconds"], 3),
+        stopped_by=stopped_by,
+        loss_kinds=loss_fn.kinds,
+        best=state["best"]["entry"],
+        notes=notes,
+    )
+    return student, outcome
+
+
+def _step(
+    model: nn.Module,
+    student: nn.Module,
+    teacher: nn.Module,
+    data: TrainData,
+    rows: np.ndarray,
+    global_count: int,
+    names: list[str],
+    loss_fn: DistillationLoss,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    world: World,
+    student_device: torch.device,
+    teacher_device: torch.device,
+) -> tuple[float, float | None]:
+    """One optimisation step on this process's `rows`; returns the step's mean loss and local agreement."""
+    inputs, labels = data.batch(rows)
+    with torch.no_grad():
+        teacher_out = [t.to(student_device).float() for t in forward(teacher, inputs, names, teacher_device)]
+    student_out = forward(model, inputs, names, student_device)
+    label_tensor = torch.from_numpy(labels).to(student_device) if labels is not None and loss_fn.uses_labels else None
+    per_sample = loss_fn(student_out, teacher_out, label_tensor)
+    # Sum over the local chunk / global step size, times the process count: DDP's gradient mean
+    # then equals the gradient of the mean loss over the whole global step.
+    loss = per_sample.sum() * (world.size / global_count)
+    if settings.l1_penalty > 0:
+        loss = loss + settings.l1_penalty * l1_scale_penalty(student)
+    if not torch.isfinite(loss):
+        raise CompressionError(
+            f"the training loss became {float(loss)}: lower the learning rate (now {settings.lr}) or the temperature"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    agreement = None
+    if loss_fn.kinds[0] == "kl":
+        agreement = float((student_out[0].argmax(1) == teacher_out[0].argmax(1)).float().mean())
+    return float(per_sample.detach().mean()), agreement
+
+
+def _teacher_on(teacher: nn.Module, device: torch.device) -> nn.Module:
+    """The teacher in eval mode on `device`: the caller's own module when it is already there and in eval mode, else a copy."""
+    current = next((p.device for p in teacher.parameters()), None) if hasattr(teacher, "parameters") else None
+    if getattr(teacher, "training", False) or (current is not None and current != device):
+        teacher = copy.deepcopy(teacher).to(device).eval()
+    return teacher
+
+
+def _wrap(student: nn.Module, world: World, settings: TrainSettings) -> nn.Module:
+    """The module the steps call: the student itself, or the student inside DistributedDataParallel."""
+    if world.size == 1:
+        return student
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = resolve_device(settings.student_device, "student_device")
+    device_ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(student, device_ids=device_ids)
+
+
+class _SilentBar:
+    """The progress bar of processes other than the first."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _set_train_mode(student: nn.Module, batchnorm: str) -> None:
+    student.train()
+    if batchnorm == "frozen":
+        for module in student.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"epoch": 0, "step": 0, "history": [], "best": None, "samples_seen": 0, "seconds": 0.0}
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _entry(
+    epoch: int,
+    metrics: dict[str, Any],
+    losses: list[float] | None,
+    samples_seen: int,
+    seconds: float,
+    agreements: list[float] | None = None,
+) -> dict[str, Any]:
+    entry = {"epoch": epoch, **{k: _round(v) for k, v in metrics.items()}}
+    entry["train_loss"] = _round(float(np.mean(losses))) if losses else None
+    entry["train_agreement"] = _round(float(np.mean(agreements))) if agreements else None
+    entry["samples_seen"] = samples_seen
+    entry["seconds"] = round(seconds, 3)
+    return entry
+
+
+def _round(value: Any) -> Any:
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def _save(folder: Path, student: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], run_print: dict[str, Any]) -> None:
+    ckpt.save_checkpoint(
+        folder,
+        {
+            **state,
+            "student": _cpu_state(student),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "fingerprint": run_print,
+        },
+    )
