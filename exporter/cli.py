@@ -25,7 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_passes=bool(argv) and argv[0] == "export")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", 0) else logging.WARNING, format="%(message)s")
+    verbose = getattr(args, "verbose", 0)
+    logging.basicConfig(level=logging.INFO if verbose > 1 else logging.WARNING, format="%(message)s")
+    logging.getLogger("exporter").setLevel(logging.INFO if verbose else logging.WARNING)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

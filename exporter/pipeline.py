@@ -8,6 +8,8 @@ output folder until every stage has run (see `exporter.outputs`).
 from __future__ import annotations
 
 import json
+import shutil
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import CalibrationError, LoadError, PlanError, ValidationFailed
+from exporter.errors import CalibrationError, CompressionError, LoadError, PlanError, ValidationFailed
 from exporter.inputs import InputSpec
 from exporter.outputs import StagedOutputs
 from exporter.plan import Plan
@@ -24,6 +26,8 @@ from exporter.plan import Plan
 MODEL_FILE = "model.onnx"
 FLOAT_FILE = "model.float.onnx"
 RANDOM_VALIDATION_SAMPLES = 32
+
+log = logging.getLogger("exporter")
 
 
 @dataclass
@@ -71,10 +75,12 @@ class ExportRun:
     def stage(self, name: str):
         """Time a stage into `stage_seconds`."""
         start = time.perf_counter()
+        log.info("%s ...", name)
         try:
             yield
         finally:
             self.stage_seconds[name] = round(time.perf_counter() - start, 3)
+            log.info("%s done in %.2f s", name, self.stage_seconds[name])
 
 
 @dataclass
@@ -113,6 +119,7 @@ def run_export(plan: Plan) -> ExportResult:
             report = build_report(run)
             write_report(run, report)
             files = outputs.commit()
+            shutil.rmtree(checkpoint_dir(plan), ignore_errors=True)
         except BaseException:
             outputs.discard()
             raise
@@ -123,6 +130,11 @@ def run_export(plan: Plan) -> ExportResult:
         error.result = result
         raise error
     return result
+
+
+def checkpoint_dir(plan: Plan) -> Path:
+    """Where training passes keep checkpoints between runs (beside the output folder, hidden)."""
+    return plan.out_dir.parent / f".{plan.out_dir.name}.checkpoints"
 
 
 def load_stage(run: ExportRun) -> None:
@@ -186,8 +198,17 @@ def compress_stage(run: ExportRun) -> None:
         val=run.val,
         seed=run.plan.data.seed,
         work_dir=run.work_dir,
+        checkpoint_dir=checkpoint_dir(run.plan),
         batch_size=run.plan.data.batch_size,
     )
+    compiled = run.model_format in ("torchscript", "exported_program")
+    for step in run.plan.passes:
+        if compiled and PASSES.get(step.name).needs_module_structure:
+            raise CompressionError(
+                f"pass {step.name!r} rebuilds layers and needs an ordinary nn.Module, but {run.plan.model.path} is a "
+                f"compiled {run.model_format.replace('_', ' ')}: save a state dict and pass --model-class, "
+                "or a pickled module with --trust-pickle"
+            )
     model = run.original
     for step in run.plan.passes:
         model, record = PASSES.get(step.name)(step.config).run(model, ctx)
@@ -305,7 +326,8 @@ def _quantize_request(run: ExportRun):
     from calibration import OrtCalibrationReader
     from exporter.quantizers import QuantizeRequest
 
-    calib, specs, batch = run.calib, run.specs, run.plan.data.batch_size
+    calib, specs = run.calib, run.specs
+    batch = run.plan.data.batch_size if run.plan.target.dynamic_batch else specs[0].shape[0]
     make_reader = (lambda: OrtCalibrationReader(calib, specs, batch_size=batch)) if calib is not None else None
     return QuantizeRequest(
         float_path=run.float_path,

@@ -36,7 +36,7 @@ def build_report(run) -> dict[str, Any]:
         "passes": [r.to_dict() for r in run.pass_records],
         "export": {**run.export_info.to_dict(), "check_vs_pytorch": run.export_check},
         "quantization": run.quant_info.to_dict(),
-        "accuracy_fallback": run.fallback.to_dict() if run.fallback is not None else None,
+        "accuracy_fallback": _fallback_dict(run.fallback),
         "packages": [p.to_dict() for p in run.packages],
         "validation": {
             "float_onnx_vs_original": run.float_summary,
@@ -53,6 +53,18 @@ def build_report(run) -> dict[str, Any]:
         },
     }
     return _finite(report)
+
+
+def _fallback_dict(fallback) -> dict[str, Any] | None:
+    """The fallback outcome without scratch-file paths (gone after the run) or the SVG (written as layers.svg)."""
+    if fallback is None:
+        return None
+    data = fallback.to_dict()
+    data.pop("best_path", None)
+    data["plot"] = "layers.svg" if data.pop("plot_svg", None) else None
+    for trial in data.get("trials", []):
+        trial.pop("path", None)
+    return data
 
 
 def headline(run) -> str:
@@ -134,8 +146,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_num(mt.get('top1_agreement'))} | {_num(mt.get('cosine'))} | {_num(mt.get('max_abs_error'))} | {p['seconds']} |"
             )
         for p in report["passes"]:
-            if p["skipped"] or p["notes"]:
+            figures = {k: v for k, v in p["summary"].items() if isinstance(v, (int, float, str, bool)) and v is not None}
+            if p["skipped"] or p["notes"] or figures:
                 out += ["", f"**{p['name']}**:"]
+                if figures:
+                    out.append("- " + ", ".join(f"{k} {_num(v)}" for k, v in figures.items()))
                 out += [f"- left alone: `{s.get('layer', s)}`: {s.get('reason', '')}" for s in p["skipped"]]
                 out += [f"- {n}" for n in p["notes"]]
     fb = report.get("accuracy_fallback")
@@ -144,9 +159,20 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{len(fb.get('trials', []))} trials in {fb.get('seconds', 0):.1f} s."]
         out += [f"- {n}" for n in fb.get("notes", [])]
         if fb.get("nodes_in_float"):
-            out += ["", "| kept in float | module | op | why |", "|---|---|---|---|"]
-            out += [f"| {n.get('node')} | {n.get('module', '')} | {n.get('op_type', '')} | {n.get('why', '')} |" for n in fb["nodes_in_float"]]
-        if fb.get("plot_svg"):
+            out += ["", "| kept in float | module | op | why | size cost | latency cost ms |", "|---|---|---|---|---|---|"]
+            out += [f"| {n.get('node')} | {n.get('module', '')} | {n.get('op_type', '')} | {n.get('why', '')} | "
+                    f"{_num(n.get('size_cost_bytes'))} B | {_num(n.get('latency_cost_ms'))} |" for n in fb["nodes_in_float"]]
+        if fb.get("trials"):
+            out += ["", "What was tried:", "", "| # | candidate | calibration | layers in float | top-1 | cosine | SQNR dB | latency ms | gate |",
+                    "|---|---|---|---|---|---|---|---|---|"]
+            for t in fb["trials"]:
+                sm = t.get("summary") or {}
+                out.append(
+                    f"| {t.get('trial')} | {t.get('label', '')} | {t.get('calibration', '')} | {len(t.get('excluded', []))} | "
+                    f"{_num(sm.get('top1_agreement'))} | {_num(sm.get('cosine'))} | {_num(sm.get('sqnr_db'))} | "
+                    f"{_num(t.get('latency_ms'))} | {'pass' if t.get('passed') else 'fail'} |"
+                )
+        if fb.get("plot"):
             out += ["", "![error per layer](layers.svg)"]
     ex, q = report["export"], report["quantization"]
     out += [
@@ -164,8 +190,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append("- Quantization nodes: " + ", ".join(f"{k} {v}" for k, v in qdq.items()))
     out += [f"- {n}" for n in q.get("notes", [])]
     for pkg in report["packages"]:
-        out.append(f"- Package step `{pkg['name']}`: files {', '.join(pkg['files']) or 'none'}; "
-                   + ", ".join(f"{k}: {v}" for k, v in pkg["summary"].items()))
+        out.append(f"- Package step `{pkg['name']}`: files {', '.join(pkg['files']) or 'none'}")
+        out += [f"  - {note}" for note in pkg.get("notes", [])]
     out += ["- Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()),
             "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(out)

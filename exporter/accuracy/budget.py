@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from exporter.errors import PlanError
 from targets.profile import Tolerances
@@ -76,6 +76,30 @@ class AccuracyBudget:
             if getattr(self, name) is not None
         }
         return dataclasses.replace(target, **goals)
+
+    def goal_met_by(self, checks: Sequence[Any]) -> bool:
+        """Do gate checks made with the target's tolerances also meet this budget's own goals?
+
+        Each check is re-judged against the budget's threshold for its figure; a goal the checks do
+        not cover (the target does not gate that figure) cannot be judged here, so the answer is
+        False and the search measures it (returning at once when the plain model meets it).
+        """
+        goals = {
+            "top1_agreement": (self.min_top1_agreement, ">="),
+            "cosine": (self.min_cosine, ">="),
+            "sqnr_db": (self.min_sqnr_db, ">="),
+            "accuracy_drop": (self.max_accuracy_drop, "<="),
+        }
+        measured = {check.figure: check for check in checks}
+        for figure, (threshold, rule) in goals.items():
+            if threshold is None:
+                continue
+            check = measured.get(figure)
+            if check is None:
+                return False
+            if not (check.measured >= threshold if rule == ">=" else check.measured <= threshold + 1e-12):
+                return False
+        return all(check.passed for figure, check in measured.items() if goals.get(figure, (None,))[0] is None)
 
     def describe(self) -> str:
         """One line for the report, e.g. `top-1 agreement >= 0.99; at most 12 trials / 5 min; greedy`."""

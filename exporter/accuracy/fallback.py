@@ -3,21 +3,29 @@
 The search, in order, each step a *trial* (one re-quantization, evaluated by the caller's `evaluate`
 and gated with the target's tolerances overridden by the budget's goals):
 
-1. other calibration methods (Entropy, Percentile, MinMax) on the whole model, then a per-tensor
-   mix that takes for each activation the range with the lowest quantization error on the
-   calibration data; it stops as soon as one passes. The best becomes the base of step 2.
-2. layers kept in float (onnxruntime's `nodes_to_exclude`), following the sensitivity ranking of
-   `exporter.accuracy.sensitivity` on the base model. Known troublemakers rank ahead of equally
+1. the calibration methods the target does not use (Percentile, Entropy, MinMax, in that order:
+   Entropy is the slowest), then a per-tensor mix that takes for each activation the range with
+   the lowest quantize-dequantize error on the calibration data among the methods calibrated so
+   far; it stops as soon as one passes. The best becomes the base of step 2.
+2. units kept in float (onnxruntime's `nodes_to_exclude`), following the sensitivity ranking of
+   `exporter.accuracy.sensitivity` on the base model: single layers, and for a layer whose input
+   quantization is its worst part, that input tensor (its producer and every consumer). Known troublemakers rank ahead of equally
    bad layers: around attention and normalization in transformer encoders (Softmax,
    LayerNormalization, activation x activation MatMul, the residual Add before a normalization),
-   the first and last layers of small convolutional nets. `greedy` adds one layer at a time and
-   keeps it only if the figures improve; `bisect` finds the shortest passing prefix of the ranking.
-3. when a passing set holds several layers, each is tried back in int8 (least sensitive first).
+   the first and last layers of small convolutional nets, also offered together as one unit.
+   `greedy` adds one unit at a time, keeping it unless the figures get worse (units often only help
+   together); `bisect` finds the shortest passing prefix of the ranking.
+3. when a passing set holds several units, each (each group of a bundle) is tried back in int8,
+   last added first, while trials remain.
+
+Keeping a layer in float takes more than `nodes_to_exclude`: onnxruntime's `WeightBiasQuantization`
+optimizer would quantize the float weights of excluded Conv/Gemm layers when the file is loaded;
+every trial pins them float (`exporter.accuracy.pin`) and records which layers it pinned.
 
 Bounded by `budget.max_trials` and `budget.max_minutes` (a trial is not started when the slowest
 one so far would overrun). The outcome is always the best model found: among passing trials the
-fastest (latency measured at batch 1, one thread; within 3 % counts as a tie, then fewer float
-layers win), else the one closest to passing, and the notes say which and why.
+fastest (latency measured at batch 1, one thread; within 5 % and 0.02 ms counts as a tie, then
+fewer float layers win), else the one closest to passing, and the notes say which and why.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 
+from calibration.uniform_reader import UniformBatchReader
 from exporter.accuracy.budget import AccuracyBudget
 from exporter.accuracy.modules import node_module_map
 from exporter.accuracy.sensitivity import DB_LIMIT, TRANSPARENT_OPS, layer_sensitivity, node_ranking
@@ -46,10 +55,15 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 PER_TENSOR = "per_tensor"
 PRIOR_BONUS_DB = 6.0
 """Known troublemakers rank as if their isolated SQNR were this much lower."""
-INPUT_DOMINANCE_DB = 6.0
-"""A layer whose input quantization is this much worse than its weights and output takes its input's producer along."""
+INPUT_MARGIN_DB = 3.0
+"""A layer whose input quantization is within this of its worst part also offers its input tensor as a unit."""
+MAX_TENSOR_GROUP = 16
 SMALL_CNN_LAYERS = 30
-LATENCY_TIE = 0.03
+WORSE_MARGIN = 0.05
+"""Greedy keeps a unit in float unless the gate deficit grew by more than this fraction."""
+LATENCY_TIE = 0.05
+LATENCY_FLOOR_MS = 0.02
+"""Passing candidates within 5 % (and 0.02 ms) of the fastest count as equally fast: timing noise."""
 MIX_SAMPLES = 64
 SENSITIVITY_BATCHES = 2
 
@@ -98,6 +112,7 @@ class FallbackOutcome:
     tolerances: dict = field(default_factory=dict)
     gate: list[dict] = field(default_factory=list)
     cost: dict = field(default_factory=dict)
+    plot_svg: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for report.json (paths as text)."""
@@ -172,6 +187,81 @@ def troublemakers(model: onnx.ModelProto) -> dict[str, str]:
     return found
 
 
+def _input_dominated(row: dict) -> bool:
+    inputs = row.get("input_sqnr_db")
+    if inputs is None:
+        return False
+    others = [v for v in (row.get("weight_sqnr_db"), row.get("output_sqnr_db")) if v is not None]
+    return not others or inputs <= min(others) + INPUT_MARGIN_DB
+
+
+class _GraphIndex:
+    """Producers and consumers of a float graph, for building tensor units."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.nodes = {node.name: node for node in model.graph.node}
+        self.producer = {out: node for node in model.graph.node for out in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.initializers = {init.name for init in model.graph.initializer}
+
+    def output_group(self, name: str) -> list[str]:
+        """Node `name` and every consumer of its first output downstream through pass-through ops."""
+        node = self.nodes.get(name)
+        if node is None or not node.output:
+            return []
+        nodes, frontier, seen = [name], [node.output[0]], set()
+        while frontier:
+            current = frontier.pop()
+            for consumer in self.consumers.get(current, []):
+                if consumer.name in seen:
+                    continue
+                seen.add(consumer.name)
+                nodes.append(consumer.name)
+                if consumer.op_type in TRANSPARENT_OPS:
+                    frontier.extend(o for o in consumer.output if o)
+        return list(dict.fromkeys(nodes))
+
+    def producer_name(self, tensor: str) -> str:
+        node = self.producer.get(tensor)
+        return node.name if node is not None else ""
+
+    def tensor_groups(self, name: str) -> list[tuple[str, list[str]]]:
+        """For each activation input of node `name`: (source tensor, nodes keeping it float).
+
+        Up through pass-through ops to the tensor a real op produced; then its producer, those
+        pass-through ops, and every consumer downstream of it through pass-through ops.
+        """
+        node = self.nodes.get(name)
+        groups = []
+        for tensor in node.input if node is not None else []:
+            if not tensor or tensor in self.initializers:
+                continue
+            nodes: list[str] = []
+            producer = self.producer.get(tensor)
+            while producer is not None and producer.op_type in TRANSPARENT_OPS and producer.input:
+                tensor = producer.input[0]
+                producer = self.producer.get(tensor)
+            if producer is not None:
+                if producer.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+                    continue
+                nodes.append(producer.name)
+            frontier, seen = [tensor], set()
+            while frontier:
+                current = frontier.pop()
+                for consumer in self.consumers.get(current, []):
+                    if consumer.name in seen:
+                        continue
+                    seen.add(consumer.name)
+                    nodes.append(consumer.name)
+                    if consumer.op_type in TRANSPARENT_OPS:
+                        frontier.extend(o for o in consumer.output if o)
+            groups.append((tensor, list(dict.fromkeys(nodes))))
+        return groups
+
+
 # --- the search --------------------------------------------------------------------------------
 
 
@@ -213,12 +303,15 @@ class _Search:
             self.notes.append(f"calibration methods not tried: quantization mode {self.request.scheme.mode!r} does not calibrate")
             return base
         own = self.request.scheme.calibration_method
-        methods = [m for m in ("entropy", "percentile", "minmax") if m != own] + [PER_TENSOR]
+        # Percentile first: Entropy's threshold search is the slowest calibration by far.
+        methods = [m for m in ("percentile", "entropy", "minmax") if m != own] + [PER_TENSOR]
         best = base
         for method in methods:
             if not self._budget_left():
                 break
             trial = self._trial(f"calibration {method}", method, [])
+            if method == PER_TENSOR and self.requantizer.mix_note:
+                trial["note"] = f"per-tensor ranges: {self.requantizer.mix_note}"
             if trial["passed"]:
                 self.notes.append(f"calibration {method} alone meets the goal")
                 return trial
@@ -239,7 +332,7 @@ class _Search:
             passing = self._bisect(units, method, base)
         else:
             passing = self._greedy(units, method, base)
-        if passing and len(passing["units"]) > 1:
+        if passing and (len(passing["units"]) > 1 or any(u.get("parts") for u in passing["units"])):
             self._prune(passing, method)
         if not analysed:
             self.notes.append("layers were ranked by known troublemakers only (sensitivity analysis failed)")
@@ -248,16 +341,21 @@ class _Search:
         kept: list[dict] = []
         current = base
         for unit in units:
+            covered = {n for u in kept for n in u["nodes"]}
+            if set(unit["nodes"]) <= covered:
+                continue  # already float as part of a kept unit
             if not self._budget_left():
                 break
             trial = self._trial(f"float {self._unit_label(unit)}", method, [*kept, unit], added=unit, previous=current)
             if trial["passed"]:
                 return trial
-            if self._better(trial, current):
+            if trial["deficit"] > current["deficit"] * (1 + WORSE_MARGIN) + 1e-9 or "error" in trial:
+                trial["note"] = "made it worse: put back in int8"
+            else:
+                # Kept even without a visible gain: float units often only help together (a transformer's
+                # residual stream and its classifier); the pruning step puts unneeded ones back in int8.
                 kept.append(unit)
                 current = trial
-            else:
-                trial["note"] = "no improvement: layer put back in int8"
         return None
 
     def _bisect(self, units: list[dict], method: str, base: dict) -> dict | None:
@@ -279,8 +377,18 @@ class _Search:
 
     def _prune(self, passing: dict, method: str) -> None:
         """Try each layer of a passing set back in int8, least sensitive first; keep what still passes."""
-        current = passing
-        for unit in reversed(list(passing["units"])):
+        parts = []
+        for unit in passing["units"]:
+            if unit.get("parts"):
+                parts.extend(
+                    {**unit, "key": f"{unit['key']}#{i}", "nodes": part, "parts": None,
+                     "row": {"module": f"{self.requantizer.module_of(part[0]) or part[0]} group"}}
+                    for i, part in enumerate(unit["parts"])
+                )
+            else:
+                parts.append(unit)
+        current = {**passing, "units": parts}
+        for unit in reversed(parts):
             if not self._budget_left() or len(current["units"]) <= 1:
                 break
             rest = [u for u in current["units"] if u["key"] != unit["key"]]
@@ -308,7 +416,14 @@ class _Search:
         return ok
 
     def _units(self) -> list[dict]:
-        """Candidate units to keep in float, ranked: measured isolated SQNR, troublemakers boosted."""
+        """Candidate units to keep in float, ranked by measured isolated SQNR, troublemakers boosted.
+
+        Two kinds: a *layer* (one node: its weights and computation go float) and, for a layer whose
+        input quantization is its worst part, a *tensor* (that input kept float: its producer, the
+        pass-through ops in between, and every consumer, since each quantized consumer would put the
+        QuantizeLinear back). The residual stream of a transformer with outlier features needs the
+        second kind.
+        """
         model = onnx.load(str(self.requantizer.prepared), load_external_data=False)
         priors = troublemakers(model)
         modules = node_module_map(model)
@@ -319,45 +434,74 @@ class _Search:
         for name, reason in priors.items():  # troublemakers the analysis could not measure
             if name not in seen and name in ops and ops[name] not in TRANSPARENT_OPS:
                 rows.append({"node": name, "op_type": ops[name], "module": modules.get(name, ""), "worst_sqnr_db": DB_LIMIT})
-        units = []
+        graph = _GraphIndex(model)
+        units: list[dict] = []
+        tensors_seen: set[str] = set()
         for row in rows:
             name = row["node"]
             score = row["worst_sqnr_db"] - (PRIOR_BONUS_DB if name in priors else 0.0)
-            nodes = [name, *self._input_producers(model, row)]
-            units.append(
-                {
-                    "key": name,
-                    "nodes": nodes,
-                    "score": round(score, 3),
-                    "why": self._why(row, priors.get(name), nodes),
-                    "row": row,
-                }
-            )
-        units.sort(key=lambda u: u["score"])
+            units.append({"key": name, "nodes": [name], "score": round(score, 3), "why": self._why(row, priors.get(name)), "row": row})
+            if not _input_dominated(row):
+                continue
+            for source, nodes in graph.tensor_groups(name):
+                if source in tensors_seen or len(nodes) > MAX_TENSOR_GROUP:
+                    continue
+                tensors_seen.add(source)
+                prior = next((priors[n] for n in nodes if n in priors), None)
+                label = modules.get(graph.producer_name(source), "") or source
+                why = (
+                    f"keeps the output of {label} float for {row.get('module') or name} (input quantization "
+                    f"SQNR {row['input_sqnr_db']:.1f} dB): its producer and all {len(nodes) - 1} other node(s) touching it"
+                )
+                if prior:
+                    why = f"known troublemaker: {prior}; {why}"
+                units.append(
+                    {
+                        "key": f"tensor:{source}",
+                        "nodes": nodes,
+                        "score": round(row["input_sqnr_db"] - (PRIOR_BONUS_DB if prior else 0.0), 3),
+                        "why": why,
+                        "row": {**row, "module": f"output of {label}"},
+                    }
+                )
+        bundle = self._troublemaker_bundle(model, graph, priors, ranked)
+        if bundle is not None:
+            units.append(bundle)
+        units.sort(key=lambda u: (u["score"], len(u["nodes"])))
         self.ranking = units
         return units
 
-    def _input_producers(self, model: onnx.ModelProto, row: dict) -> list[str]:
-        """The upstream layer(s) whose output quantization dominates this layer's error, if it does."""
-        inputs = row.get("input_sqnr_db")
-        others = [v for v in (row.get("weight_sqnr_db"), row.get("output_sqnr_db")) if v is not None]
-        if inputs is None or not others or inputs + INPUT_DOMINANCE_DB > min(others):
-            return []
-        producer = {out: node for node in model.graph.node for out in node.output}
-        initializers = {init.name for init in model.graph.initializer}
-        node = next((n for n in model.graph.node if n.name == row["node"]), None)
-        found: list[str] = []
-        for name in (node.input if node is not None else []):
-            current = producer.get(name) if name not in initializers else None
-            while current is not None:
-                found.append(current.name)
-                if current.op_type not in TRANSPARENT_OPS or not current.input:
-                    break
-                current = producer.get(current.input[0])
-        return found
+    def _troublemaker_bundle(self, model, graph: "_GraphIndex", priors: dict[str, str], ranked: list[dict]) -> dict | None:
+        """All known troublemakers as one unit, ranked by its worst measured member minus the bonus.
+
+        Transformer encoders: the neighbourhood of every normalization (its input and output tensors
+        kept float, i.e. the residual stream where outlier features live). Small CNNs: the first and
+        last layers. Its parts can go back to int8 one by one when a passing set is pruned.
+        """
+        norms = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "SimplifiedLayerNormalization")]
+        if norms:
+            parts = []
+            for norm in norms:
+                parts.extend(nodes for _, nodes in graph.tensor_groups(norm.name) if len(nodes) <= MAX_TENSOR_GROUP)
+                output = graph.output_group(norm.name)
+                if len(output) <= MAX_TENSOR_GROUP:
+                    parts.append(output)
+            why = "known troublemaker: the neighbourhood of a normalization in a transformer (residual stream, outlier features)"
+        else:
+            parts = [[name] for name, reason in priors.items() if "small convolutional net" in reason]
+            why = "known troublemaker: first and last layers of a small convolutional net"
+        parts = [p for p in parts if p]
+        if len(parts) < 2:
+            return None
+        worst = {row["node"]: row["worst_sqnr_db"] for row in ranked}
+        measured = [worst[n] for part in parts for n in part if n in worst]
+        score = (min(measured) if measured else DB_LIMIT) - PRIOR_BONUS_DB
+        nodes = list(dict.fromkeys(n for part in parts for n in part))
+        return {"key": "troublemakers", "nodes": nodes, "parts": parts, "score": round(score, 3), "why": why,
+                "row": {"module": f"known troublemakers ({len(parts)} groups)"}}
 
     @staticmethod
-    def _why(row: dict, prior: str | None, nodes: list[str]) -> str:
+    def _why(row: dict, prior: str | None) -> str:
         parts = []
         if prior:
             parts.append(f"known troublemaker: {prior}")
@@ -368,8 +512,6 @@ class _Search:
                 if row.get(key) is not None:
                     figures.append(f"{label} {row[key]:.1f}")
             parts.append(f"isolated SQNR {sqnr:.1f} dB" + (f" ({', '.join(figures)})" if figures else ""))
-        if len(nodes) > 1:
-            parts.append(f"its input quantization dominates, so its producer {', '.join(nodes[1:])} goes too")
         return "; ".join(parts) or "ranked by the search"
 
     # -- trials
@@ -379,8 +521,9 @@ class _Search:
         excluded = list(dict.fromkeys(n for unit in units for n in unit["nodes"]))
         path = self.work_dir / f"trial_{number:02d}.onnx"
         started = time.perf_counter()
+        pinned: list[str] = []
         try:
-            self.requantizer.quantize(method, excluded, path, number)
+            excluded, pinned = self.requantizer.quantize(method, excluded, path, number)
             summary = self.request.evaluate(path)
         except Exception as exc:  # a failed trial is recorded and the search goes on
             trial = self._record(number, label, method, excluded, path, None, time.perf_counter() - started)
@@ -388,6 +531,7 @@ class _Search:
             return trial
         trial = self._record(number, label, method, excluded, path, summary, time.perf_counter() - started)
         trial["units"] = units
+        trial["pinned"] = pinned
         if added is not None and previous is not None and trial["latency_ms"] is not None and previous["latency_ms"]:
             trial["added"] = added["key"]
             trial["latency_delta_ms"] = round(trial["latency_ms"] - previous["latency_ms"], 4)
@@ -399,6 +543,7 @@ class _Search:
         checks = check_gate(summary, self.tolerances) if summary is not None else []
         passed = summary is not None and all(c.passed for c in checks)
         latency = None
+        timing_start = time.perf_counter()
         if summary is not None and self.latency_feed is not None:
             from exporter.runtime import onnx_latency_ms
 
@@ -418,7 +563,7 @@ class _Search:
             "deficit": gate_deficit(checks) if summary is not None else float(DB_LIMIT),
             "latency_ms": latency,
             "size_bytes": Path(path).stat().st_size if Path(path).exists() else None,
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds + time.perf_counter() - timing_start, 3),
             "path": str(path),
             "units": [],
         }
@@ -449,6 +594,7 @@ class _Search:
     # -- inputs for analysis and timing
 
     def _latency_feed(self) -> dict[str, np.ndarray] | None:
+        """One calibration sample per input (the model's fixed batch size when it has one)."""
         try:
             reader = self.request.make_reader()
             batch = reader.get_next()
@@ -457,7 +603,19 @@ class _Search:
         if not batch:
             self.notes.append("no calibration batch to time with: latency not measured")
             return None
-        return {name: np.ascontiguousarray(value[:1]) for name, value in batch.items()}
+        model = onnx.load(str(self.request.float_path), load_external_data=False)
+        sizes = {}
+        for item in model.graph.input:
+            dims = item.type.tensor_type.shape.dim
+            sizes[item.name] = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 1
+        feed = {}
+        for name, value in batch.items():
+            size = max(1, sizes.get(name, 1))
+            rows = value[:size]
+            if len(rows) < size:
+                rows = np.concatenate([rows] * (size // len(rows) + 1))[:size]
+            feed[name] = np.ascontiguousarray(rows)
+        return feed
 
     def _sensitivity_feeds(self) -> list[dict[str, np.ndarray]]:
         reader = self.request.make_reader()
@@ -473,11 +631,13 @@ class _Search:
 
     def _outcome(self) -> FallbackOutcome:
         passing = self._passing()
+        if len(passing) > 1:
+            self._retime(passing)
         if passing:
             timed = [t for t in passing if t["latency_ms"] is not None]
             if timed:
                 fastest = min(t["latency_ms"] for t in timed)
-                ties = [t for t in timed if t["latency_ms"] <= fastest * (1 + LATENCY_TIE)]
+                ties = [t for t in timed if t["latency_ms"] <= fastest * (1 + LATENCY_TIE) + LATENCY_FLOOR_MS]
             else:
                 ties = passing
             best = min(ties, key=lambda t: (len(t["excluded"]), -_sqnr(t), t["trial"]))
@@ -516,12 +676,14 @@ class _Search:
             "size_bytes_best": best["size_bytes"],
             "latency_ms_best": best["latency_ms"],
         }
+        nodes_in_float = self._nodes_in_float(best)
         for trial in self.trials:  # units are internal; the report reads excluded / excluded_modules
-            trial.pop("units", None)
+            units = trial.pop("units", None) or []
+            trial["float_units"] = [unit["key"] for unit in units]
         return FallbackOutcome(
             best_path=best_path,
             met=met,
-            nodes_in_float=self._nodes_in_float(best),
+            nodes_in_float=nodes_in_float,
             trials=self.trials,
             best_summary=best["summary"] or {},
             notes=self.notes,
@@ -533,20 +695,61 @@ class _Search:
             tolerances=dataclasses.asdict(self.tolerances),
             gate=gate,
             cost=cost,
+            plot_svg=self._plot(),
         )
+
+    def _plot(self) -> str:
+        """SVG of the per-layer error of the model the analysis ran on (empty without an analysis)."""
+        if not self.sensitivity:
+            return ""
+        from exporter.accuracy.plot import error_plot_svg
+
+        return error_plot_svg(self.sensitivity, "Per-layer int8 error before the fallback (isolated SQNR)")
+
+    def _retime(self, passing: list[dict], rounds: int = 3, finalists: int = 4) -> None:
+        """Time the passing candidates again, interleaved, keeping each one's best median: one timing
+        per trial is too noisy to pick the fastest of files that differ by a layer or two."""
+        from exporter.runtime import onnx_latency_ms
+
+        if self.latency_feed is None:
+            return
+        chosen = sorted(passing, key=lambda t: (len(t["excluded"]), t["trial"]))[:finalists]
+        for trial in passing:
+            if trial not in chosen:
+                trial["latency_ms"] = None  # not a finalist: one noisy timing must not win
+        best = {t["trial"]: t["latency_ms"] for t in chosen}
+        for _ in range(rounds):
+            for trial in chosen:
+                try:
+                    value = onnx_latency_ms(trial["path"], self.latency_feed, threads=1, repeats=self.request.latency_repeats)
+                except Exception:
+                    continue
+                previous = best[trial["trial"]]
+                best[trial["trial"]] = value if previous is None else min(previous, value)
+        for trial in chosen:
+            if best[trial["trial"]] is not None:
+                trial["latency_ms"] = round(best[trial["trial"]], 4)
+        self.notes.append(f"{len(chosen)} passing candidate(s) timed again, interleaved ({rounds} rounds)")
 
     def _nodes_in_float(self, best: dict) -> list[dict]:
         rows = {row["node"]: row for row in node_ranking(self.sensitivity)}
-        units = {node: unit for unit in self.ranking for node in unit["nodes"]}
+        units: dict[str, dict] = {}
+        for unit in [*best.get("units", []), *self.ranking]:  # the units this trial kept float first
+            for node in unit["nodes"]:
+                units.setdefault(node, unit)
         marginal = {t["added"]: t["latency_delta_ms"] for t in self.trials if "added" in t}
         float_sizes = self.requantizer.weight_bytes()
         entries = []
         for node in best["excluded"]:
             row = rows.get(node, {})
             unit = units.get(node)
-            why = unit["why"] if unit and unit["key"] == node else (
-                f"producer of the input of {unit['key']} ({unit['why']})" if unit else "kept in float"
-            )
+            if unit and unit["key"] == node:
+                why = unit["why"]
+            elif unit:
+                own = self._why(row, None) if row else ""
+                why = unit["why"] + (f"; this node: {own}" if own and own != "ranked by the search" else "")
+            else:
+                why = "kept in float"
             weights = float_sizes.get(node, (0, 0))
             entries.append(
                 {
@@ -561,6 +764,7 @@ class _Search:
                     "float_weight_bytes": weights[0],
                     "size_cost_bytes": weights[1],
                     "latency_cost_ms": marginal.get(node),
+                    "pinned": node in best.get("pinned", []),
                 }
             )
         return entries
@@ -576,7 +780,7 @@ class _Search:
     def _unit_label(unit: dict) -> str:
         row = unit["row"]
         name = row.get("module") or unit["key"]
-        return name + (f" (+{len(unit['nodes']) - 1} producer)" if len(unit["nodes"]) > 1 else "")
+        return name + (f" ({len(unit['nodes'])} nodes)" if len(unit["nodes"]) > 1 else "")
 
 
 class _Requantizer:
@@ -638,7 +842,19 @@ class _Requantizer:
             result[node.name] = (total, saved)
         return result
 
-    def quantize(self, method: str, excluded: list[str], out: Path, number: int) -> None:
+    def quantize(self, method: str, excluded: list[str], out: Path, number: int) -> tuple[list[str], list[str]]:
+        """Quantize with `excluded` in float and pin them float for run time (`exporter.accuracy.pin`);
+        returns the float set and the layers pinned."""
+        from exporter.accuracy.pin import pin_float_layers, runtime_requantized
+
+        self._quantize_once(method, excluded, out, number)
+        model = onnx.load(str(out))
+        pinned = pin_float_layers(model, runtime_requantized(model, set(excluded)))
+        if pinned:
+            onnx.save(model, str(out))
+        return list(excluded), pinned
+
+    def _quantize_once(self, method: str, excluded: list[str], out: Path, number: int) -> None:
         if not self.static:
             from exporter.quantizers import QuantizeRequest, quantize_model
 
@@ -660,7 +876,7 @@ class _Requantizer:
 
     def analysis_model(self, base: dict, out: Path) -> Path:
         """A QDQ model of the base trial for the sensitivity analysis (the trial itself when it is QDQ)."""
-        if self.static and (self.request.scheme.format != "qdq" or base["trial"] == 0):
+        if self.static and (self.request.scheme.format != "qdq" or not base["path"] or not Path(base["path"]).exists()):
             self._quantize_static(base["calibration"], base["excluded"], out, qdq=True)
             return out
         return Path(base["path"])
@@ -697,7 +913,8 @@ class _Requantizer:
             from exporter.quantizers.static import calibrate_ranges, ort_static_arguments
 
             scheme = dataclasses.replace(self.request.scheme, calibration_method=method)
-            calibrate_ranges(self.prepared, self.request.make_reader(), ort_static_arguments(scheme), path)
+            reader = self.request.make_reader() if method == "minmax" else UniformBatchReader(self.request.make_reader)
+            calibrate_ranges(self.prepared, reader, ort_static_arguments(scheme), path)
         self.caches[method] = path
         return path
 
@@ -706,14 +923,16 @@ class _Requantizer:
         error on the calibration data (at most `MIX_SAMPLES` samples); saved as a MinMax cache."""
         from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, load_tensors_data, save_tensors_data
 
-        ranges = {m: load_tensors_data(self.cache(m)).data for m in CALIBRATION_METHODS}
+        # The methods calibrated so far (MinMax always: it is cheap), so the mix costs no new calibration.
+        available = [m for m in CALIBRATION_METHODS if m in self.caches or m == "minmax"]
+        ranges = {m: load_tensors_data(self.cache(m)).data for m in available}
         errors = _range_errors(self.prepared, self.request.make_reader(), ranges, self.request.scheme, self.work_dir)
         chosen: dict[str, TensorData] = {}
-        counts = {m: 0 for m in CALIBRATION_METHODS}
+        counts = {m: 0 for m in available}
         own = self.request.scheme.calibration_method
-        for name, data in ranges["minmax"].items():
-            per_method = errors.get(name)
-            method = own if own in CALIBRATION_METHODS else "minmax"
+        for name in ranges["minmax"]:
+            per_method = {m: e for m, e in errors.get(name, {}).items() if name in ranges[m]}
+            method = own if own in ranges else "minmax"
             if per_method:
                 method = min(per_method, key=lambda m: (per_method[m], m != own))
             low, high = ranges[method][name].range_value
@@ -734,11 +953,9 @@ def _range_errors(model_path: Path, reader: Any, ranges: dict[str, dict], scheme
     params: dict[str, dict[str, tuple[float, float]]] = {}
     for method, data in ranges.items():
         for name, tensor in data.items():
-            low, high = tensor.range_value
-            zero, scale = compute_scale_zp(
-                np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32), qmin, qmax, scheme.activation_symmetric
-            )
-            params.setdefault(name, {})[method] = (float(scale), float(zero))
+            low, high = (np.asarray(v, dtype=np.float32).reshape(-1)[0] for v in tensor.range_value)
+            zero, scale = compute_scale_zp(low, high, qmin, qmax, scheme.activation_symmetric)
+            params.setdefault(name, {})[method] = (float(np.asarray(scale).reshape(-1)[0]), float(np.asarray(zero).reshape(-1)[0]))
     augmented = work_dir / "calibration_mix_augmented.onnx"
     with _quiet():
         modify_model_output_intermediate_tensors(str(model_path), str(augmented))

@@ -24,6 +24,7 @@ import onnx
 MODULE_KEY = "module"
 RAW_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "in_proj_weight", "in_proj_bias")
 
 
@@ -36,10 +37,16 @@ def node_module_map(model: onnx.ModelProto | str | Path) -> dict[str, str]:
     model = _load(model)
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
-    known = _module_prefixes(initializers)
+    # In a quantized model a layer reads `w_DequantizeLinear_Output`; name it by the float weight `w`.
+    dequantized = {
+        node.output[0]: node.input[0].removesuffix("_quantized")
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in initializers
+    }
+    known = _module_prefixes(initializers | set(dequantized.values()))
     result: dict[str, str] = {}
     for node in graph.node:
-        result[node.name] = _own_module(node, initializers, known)
+        result[node.name] = _own_module(node, initializers, known, dequantized)
     # Second sweep: Q/DQ nodes borrow the module of the layer they serve.
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -61,21 +68,25 @@ def tensor_module_map(model: onnx.ModelProto | str | Path) -> dict[str, str]:
 
 
 def canonical_module_path(path: str, known: Iterable[str] = ()) -> str:
-    """Undo the joined cumulative name scopes: `body.body.0.body.0.conv` -> `body.0.conv`.
+    """The module path a metadata value names, undoing joined cumulative scopes when that fits better.
 
-    Candidates are the path itself and the deepest scope of each way of reading it as cumulative
-    scopes (each scope extends the one before). A candidate naming a module that owns parameters
-    (`known`, e.g. from initializer names) wins; otherwise the cumulative reading does.
+    Exporters before the fix joined the dynamo exporter's cumulative scopes (`body.body.0.body.0.conv`
+    for `body.0.conv`). Candidates are the value itself and the deepest scope of each reading of it
+    as cumulative scopes; the one naming a module that owns parameters (`known`) wins, then one
+    whose parent module does, then the value as written.
     """
     if not path:
         return ""
-    tokens = path.split(".")
-    candidates = [".".join(c) for c in _deepest_scopes(tokens)]
     known = set(known)
-    for candidate in [*candidates, path]:
+    candidates = [path, *(".".join(c) for c in _deepest_scopes(path.split(".")))]
+
+    def score(candidate: str) -> int:
         if candidate in known:
-            return candidate
-    return candidates[0] if candidates else path
+            return 2
+        parent = candidate.rpartition(".")[0]
+        return 1 if parent and parent in known else 0
+
+    return max(candidates, key=score)  # max keeps the first of equal scores: the value as written
 
 
 def module_from_node_name(name: str) -> str:
@@ -91,20 +102,33 @@ def display_name(row: dict) -> str:
     return row.get("module") or row.get("node") or row.get("tensor", "?")
 
 
-def _own_module(node: onnx.NodeProto, initializers: set[str], known: set[str]) -> str:
+def _own_module(node: onnx.NodeProto, initializers: set[str], known: set[str], dequantized: dict[str, str]) -> str:
     props = {p.key: p.value for p in node.metadata_props}
+    params = [dequantized.get(i, i) for i in node.input if i in initializers or i in dequantized]
+    owner = _weight_owner(node, dequantized.get(node.input[1], node.input[1]) if len(node.input) > 1 else "", params, known)
     if props.get(MODULE_KEY):
-        owned = {_strip_param(i) for i in node.input if i in initializers} & known
-        return canonical_module_path(props[MODULE_KEY], owned or known)
+        owned = {_strip_param(i) for i in params} & known
+        path = canonical_module_path(props[MODULE_KEY], owned or known)
+        # A Conv with a BatchNorm folded in by the exporter carries the BatchNorm's scope; the layer
+        # a person knows is the one owning the weight.
+        return owner if owner and path not in owned else path
     scopes = _raw_scopes(props.get(RAW_SCOPES_KEY), props.get("pkg.torch.onnx.class_hierarchy", ""))
     if scopes:
         return scopes[-1]
-    for name in node.input:
-        if name in initializers and "." in name:
+    for name in params:
+        if "." in name:
             module = _strip_param(name)
             if module in known:
                 return module
     return module_from_node_name(node.name)
+
+
+def _weight_owner(node: onnx.NodeProto, weight: str, params: list[str], known: set[str]) -> str:
+    """For Conv/Gemm/MatMul layers: the module owning the weight input (`features.0.weight` -> `features.0`)."""
+    if node.op_type not in WEIGHTED_OPS or weight not in params:
+        return ""
+    module = _strip_param(weight)
+    return module if module in known else ""
 
 
 def _borrowed_module(node, producer, consumers, result) -> str:

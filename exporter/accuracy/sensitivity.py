@@ -159,6 +159,8 @@ def find_sites(float_model: onnx.ModelProto, quant_model: onnx.ModelProto) -> li
             if not name or dq is None or dq.op_type != "DequantizeLinear":
                 continue
             source = dq.input[0]
+            if dq.output[0].endswith("_float_bias"):  # a bias pinned float (exporter.accuracy.pin)
+                continue
             if source in q_inits:
                 site.weights[index] = dq
                 continue

@@ -80,7 +80,7 @@ class Layout:
     dim: int
     segments: tuple[Segment, ...]
 
-    def at(self, dim: int) -> "Layout":
+    def at(self, dim: int) -> Layout:
         """The same segments along another dimension."""
         return Layout(dim, self.segments)
 
@@ -300,6 +300,8 @@ class _Analyzer:
             return None
         x = self.layout(node.args[0]) if node.args else None
         if op in _QUERY:
+            if shape_of(node) is not None:  # e.g. `x.T`: a tensor whose channels we do not follow
+                self.block_args(node, f"'{node.name}' reads it as another tensor ({node.args[1:]})")
             return None
         if op in _ELEMENTWISE:
             others = [a for a in carried if a is not node.args[0]]
@@ -482,9 +484,15 @@ class _Analyzer:
         source, index = node.args[0], node.args[1]
         carried = self.layouts.get(source)
         if isinstance(carried, tuple):
-            return carried[index] if isinstance(index, int) else None
+            if isinstance(index, int):
+                return carried[index]
+            self.block(carried, f"'{node.name}' selects parts of a split in a way the pruner cannot follow")
+            return None
         shape = shape_of(source)
-        if not isinstance(carried, Layout) or shape is None:
+        if not isinstance(carried, Layout):
+            return None
+        if shape is None:
+            self.block(carried, f"'{node.name}' indexes it in a way the pruner cannot follow")
             return None
         moved = _indexed(carried.dim, index, len(shape))
         if moved is None:

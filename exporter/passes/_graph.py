@@ -9,7 +9,7 @@ result stays an ordinary instance of the user's class.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import fx, nn

@@ -107,7 +107,9 @@ class PassContext:
 
     `teacher` is the original model (never modify it). `calib` and `val` are sample sets already
     bound to the model's input names (see `calibration.binding`); `val` is held out for measuring.
-    `work_dir` is a scratch folder for checkpoints that survives until the run ends.
+    `work_dir` is scratch space removed when the run ends. `checkpoint_dir` survives a failed or
+    interrupted run (beside the output folder) so that training passes can `--resume`; it is
+    removed after a successful run.
     """
 
     example_inputs: tuple["torch.Tensor", ...]
@@ -117,6 +119,7 @@ class PassContext:
     val: "SampleSet | None" = None
     seed: int = 0
     work_dir: Path | None = None
+    checkpoint_dir: Path | None = None
     batch_size: int = 32
 
 
@@ -165,6 +168,10 @@ class PassRecord:
 class CompressionPass(ABC):
     """Base class of a compression pass. Subclasses set `name`, `Config`, `order` and implement `apply`.
 
+    `needs_module_structure` is True for passes that rebuild layers (they need an ordinary
+    `nn.Module`); passes that only edit weight values set it False and also run on compiled
+    graphs (TorchScript archives, `torch.export` programs).
+
     `order` decides where the pass runs when passes come from CLI flags (lower first); a plan
     file lists passes in the order it wants. `shorthand` names the config field that the CLI flag
     `--<name>` sets (e.g. `--prune 0.5` sets `ratio`); `None` makes `--<name>` a plain switch.
@@ -173,6 +180,7 @@ class CompressionPass(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[PassConfig]]
     order: ClassVar[int] = 50
+    needs_module_structure: ClassVar[bool] = True
     shorthand: ClassVar[str | None] = None
     summary_line: ClassVar[str] = ""
 
@@ -187,12 +195,12 @@ class CompressionPass(ABC):
         """Apply the pass to a deep copy of `model` and return (new model, record); `model` is untouched."""
         from exporter.modelstats import count_macs, count_params
 
-        work = copy.deepcopy(model).eval()
+        work = set_eval(copy.deepcopy(model))
         params_before, macs_before = count_params(model), count_macs(model, ctx.example_inputs)
         start = time.perf_counter()
         result = self.apply(work, ctx)
         seconds = time.perf_counter() - start
-        new_model = result.model.eval()
+        new_model = set_eval(result.model)
         record = PassRecord(
             name=self.name,
             config=self.config.to_dict(),
@@ -207,6 +215,14 @@ class CompressionPass(ABC):
             summary=result.summary,
         )
         return new_model, record
+
+
+def set_eval(model: "nn.Module") -> "nn.Module":
+    """Put `model` in eval mode; `torch.export` modules refuse `.eval()` and are already in inference form."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 PASSES: Registry[type[CompressionPass]] = Registry("compression pass")

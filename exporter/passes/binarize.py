@@ -42,12 +42,21 @@ class BinarizeConfig(PassConfig):
             raise PlanError(f"binarize.layers: empty pattern in {list(self.layers)}")
 
 
-def weight_layers(model: "nn.Module") -> list[tuple[str, "nn.Module"]]:
-    """(name, module) of every Conv1d/2d/3d and Linear layer, in module order."""
-    from torch import nn
+WEIGHT_LAYER_KINDS = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 
-    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-    return [(name, module) for name, module in model.named_modules() if type(module) in kinds]
+
+def weight_layers(model: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+    """(name, module) of every Conv1d/2d/3d and Linear layer, in module order.
+
+    Works on TorchScript models too: a scripted layer keeps its class name in `original_name`, and
+    its weight is a parameter the pass can overwrite in place.
+    """
+    found = []
+    for name, module in model.named_modules():
+        kind = getattr(module, "original_name", None) or type(module).__name__
+        if kind in WEIGHT_LAYER_KINDS and getattr(module, "weight", None) is not None:
+            found.append((name, module))
+    return found
 
 
 def select_layers(
@@ -87,6 +96,7 @@ class Binarize(CompressionPass):
     name = "binarize"
     Config = BinarizeConfig
     order = 60
+    needs_module_structure = False
     shorthand = None
     summary_line = "binary weights, alpha * sign(w) per output channel (XNOR-Net); an experiment"
 

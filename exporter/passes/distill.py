@@ -38,11 +38,13 @@ class DistillConfig(PassConfig):
 
     temperature: float = setting(4.0, "softmax temperature of the soft targets (higher = softer)")
     alpha: float = setting(0.9, "weight of the soft (teacher) loss; 1 - alpha goes to labels when the data has them")
-    epochs: int | None = setting(None, "passes over the data (default 10; unlimited when --distill-minutes is set)")
+    epochs: int | None = setting(None, "passes over the data; none = 10, or no limit with --distill-minutes")
     minutes: float | None = setting(None, "time budget in minutes; training stops when it is spent")
     lr: float = setting(1e-3, "peak learning rate")
     optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "optimizer (sgd uses Nesterov momentum 0.9)")
-    schedule: Literal["cosine", "constant"] = setting("cosine", "learning-rate schedule over the epochs or the time budget")
+    schedule: Literal["cosine", "constant"] = setting(
+        "cosine", "learning-rate schedule over the epochs or the time budget"
+    )
     weight_decay: float = setting(0.0, "weight decay of the optimizer")
     batch_size: int = setting(32, "global batch size (split across processes)")
     loss: Literal["auto", "kl", "mse", "cosine"] = setting(
@@ -51,16 +53,16 @@ class DistillConfig(PassConfig):
     batchnorm: Literal["train", "frozen"] = setting(
         "train", "BatchNorm statistics: re-estimated from batches (train) or kept as they are (frozen)"
     )
-    data: str | None = setting(None, "training data: any calibration source (default: the calibration set)")
+    data: str | None = setting(None, "training data: any calibration source; none = the calibration set")
     resume: bool = setting(False, "continue from the checkpoint in the checkpoint folder")
-    checkpoint_dir: str | None = setting(None, "checkpoint folder (default: <work dir>/distill)")
+    checkpoint_dir: str | None = setting(None, "checkpoint folder; none = <work dir>/distill")
     nproc: int = setting(1, "training processes on this machine (DistributedDataParallel via torchrun)")
     nnodes: int = setting(1, "machines taking part in distributed training")
     node_rank: int = setting(0, "this machine's rank (0 .. nnodes-1)")
     rdzv_endpoint: str | None = setting(None, "host:port of node 0 for a run across machines")
     teacher_device: str = setting("cpu", "device of the teacher (cpu, cuda, cuda:N, mps)")
     student_device: str = setting("cpu", "device of the student (cpu, cuda, cuda:N, mps)")
-    seed: int | None = setting(None, "random seed of the data order (default: the plan's seed)")
+    seed: int | None = setting(None, "random seed of the data order; none = the plan's seed")
 
     def validate(self) -> None:
         """Positive temperature, lr, batch, epochs, minutes, nproc, nnodes; alpha in [0, 1]; a global batch
@@ -70,19 +72,25 @@ class DistillConfig(PassConfig):
         if self.temperature <= 0:
             raise PlanError(f"bad distill temperature {self.temperature}: expected a positive number such as 4")
         if not 0.0 <= self.alpha <= 1.0:
-            raise PlanError(f"bad distill alpha {self.alpha}: expected a weight between 0 and 1 (1 = soft targets only)")
+            raise PlanError(
+                f"bad distill alpha {self.alpha}: expected a weight between 0 and 1 (1 = soft targets only)"
+            )
         for name in ("nproc", "nnodes"):
             if getattr(self, name) < 1:
                 raise PlanError(f"bad distill {name} {getattr(self, name)}: expected 1 or more")
         if not 0 <= self.node_rank < self.nnodes:
-            raise PlanError(f"bad distill node_rank {self.node_rank}: expected 0 .. {self.nnodes - 1} for {self.nnodes} machine(s)")
+            raise PlanError(
+                f"bad distill node_rank {self.node_rank}: expected 0 .. {self.nnodes - 1} for {self.nnodes} machine(s)"
+            )
         world = self.nproc * self.nnodes
         if self.batch_size % world:
             raise PlanError(
                 f"distill batch_size {self.batch_size} does not split over {world} processes: use a multiple of {world}"
             )
         if self.rdzv_endpoint is not None and not ENDPOINT_PATTERN.match(self.rdzv_endpoint):
-            raise PlanError(f"bad distill rdzv_endpoint {self.rdzv_endpoint!r}: expected host:port, e.g. 10.0.0.1:29500")
+            raise PlanError(
+                f"bad distill rdzv_endpoint {self.rdzv_endpoint!r}: expected host:port, e.g. 10.0.0.1:29500"
+            )
         if self.nnodes > 1 and self.rdzv_endpoint is None:
             raise PlanError(
                 f"distill nnodes {self.nnodes} needs --distill-rdzv-endpoint host:port (the address of node 0)"

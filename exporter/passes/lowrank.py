@@ -125,18 +125,20 @@ def _decompose(
     module: nn.Module, config: LowRankConfig, calls: list[tuple[Any, Any]]
 ) -> tuple[nn.Sequential, dict[str, Any]] | str:
     """The replacement chain and its change row, or the reason the layer is kept."""
-    with torch.no_grad():
-        if isinstance(module, nn.Conv2d) and config.method == "tucker2" and module.kernel_size != (1, 1):
-            chain, rank = _tucker2(module, config)
-        else:
-            chain, rank = _svd(module, config)
+    if isinstance(module, nn.Conv2d) and config.method == "tucker2" and module.kernel_size != (1, 1):
+        chain, rank = _tucker2(module, config)
+    else:
+        chain, rank = _svd(module, config)
     before_params = sum(p.numel() for p in module.parameters())
     after_params = sum(p.numel() for p in chain.parameters())
     before_macs = sum(layer_macs(module, (x,), y) for x, y in calls)
     with torch.no_grad():
         after_macs = sum(_chain_macs(chain, x) for x, _ in calls)
     if after_params >= before_params or after_macs >= before_macs:
-        return f"rank {rank} would not lower parameters and MACs ({after_params} >= {before_params} params or MACs)"
+        return (
+            f"rank {rank} would not lower both parameters ({before_params} -> {after_params}) "
+            f"and MACs ({before_macs} -> {after_macs})"
+        )
     row = {"rank": rank, "params": [before_params, after_params], "macs": [before_macs, after_macs]}
     return chain, row
 
@@ -160,6 +162,7 @@ def choose_rank(singular: torch.Tensor, energy: float) -> int:
     return int(reached.nonzero()[0]) + 1
 
 
+@torch.no_grad()
 def _svd(module: nn.Module, config: LowRankConfig) -> tuple[nn.Sequential, int]:
     """Two-layer factorisation of a Linear, or of a Conv2d as kxk-to-r then 1x1."""
     weight = module.weight.detach().double()
@@ -192,6 +195,7 @@ def _svd(module: nn.Module, config: LowRankConfig) -> tuple[nn.Sequential, int]:
     return nn.Sequential(first, second), rank
 
 
+@torch.no_grad()
 def _tucker2(conv: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Sequential, list[int]]:
     """1x1 -> kxk core -> 1x1 factorisation of a Conv2d by HOSVD along its output and input modes."""
     weight = conv.weight.detach().double()

@@ -60,7 +60,8 @@ class Sparsify(CompressionPass):
         config: SparsifyConfig = self.config
         per_layer = parse_assignments(config.layer_sparsities, "sparsify layer_sparsities", 0.0, 1.0)
         names = [n for n, _ in model.named_modules() if n]
-        for setting_name, patterns in (("sparsify ignore", config.ignore), ("sparsify layer_sparsities", [p for p, _ in per_layer])):
+        checks = (("sparsify ignore", config.ignore), ("sparsify layer_sparsities", [p for p, _ in per_layer]))
+        for setting_name, patterns in checks:
             problem = check_patterns_match(names, patterns, setting_name)
             if problem:
                 raise CompressionError(problem)
@@ -83,13 +84,15 @@ class Sparsify(CompressionPass):
         changes = []
         for name, module in layers.items():
             zeros = int((module.weight == 0).sum())
-            changes.append({"layer": name, "weights": module.weight.numel(), "zero_fraction": round(zeros / module.weight.numel(), 4)})
+            fraction = round(zeros / module.weight.numel(), 4)
+            changes.append({"layer": name, "weights": module.weight.numel(), "zero_fraction": fraction})
         eligible = sum(m.weight.numel() for m in layers.values())
         zeroed = sum(int((m.weight == 0).sum()) for m in layers.values())
         total = sum(p.numel() for p in model.parameters())
+        all_zeros = sum(int((p == 0).sum()) for p in model.parameters())
         summary = {
             "zero_fraction_of_pruned_weights": round(zeroed / max(eligible, 1), 6),
-            "zero_fraction_of_all_parameters": round(sum(int((p == 0).sum()) for p in model.parameters()) / max(total, 1), 6),
+            "zero_fraction_of_all_parameters": round(all_zeros / max(total, 1), 6),
             "zipped_bytes_before": zipped_before,
             "zipped_bytes_after": zipped_size(model),
         }

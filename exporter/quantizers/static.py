@@ -1,5 +1,8 @@
 """Mode `static`: onnxruntime's pre-processing, our own calibration, then `quantize_static`.
 
+Histogram methods (Entropy, Percentile) stack every batch's outputs, so they get batches of one
+size (`UniformBatchReader`); a shorter last batch would make onnxruntime fail.
+
 Why calibrate ourselves: `quantize_static` passes no histogram size to its calibrators, so its
 Entropy calibrator runs with 128 bins and 128 quantized bins, leaves a single candidate threshold
 (the full range) and returns scales identical to MinMax. We build the calibrator with
@@ -16,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calibration.uniform_reader import UniformBatchReader
 from exporter.errors import CalibrationError, QuantizationError
 from exporter.quantizers.base import QuantizeInfo, QuantizeRequest, register_quantizer
 from targets.profile import QuantScheme
 
-ENTROPY_BINS = 2048
+ENTROPY_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 HISTOGRAM_BINS = 2048
 
@@ -160,7 +164,8 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     notes = preprocess_for_quantization(request.float_path, prepared)
     cache = request.work_dir / "calibration.json"
     cache.unlink(missing_ok=True)
-    batches = calibrate_ranges(prepared, request.make_reader(), args, cache)
+    reader = request.make_reader() if request.scheme.calibration_method == "minmax" else UniformBatchReader(request.make_reader)
+    batches = calibrate_ranges(prepared, reader, args, cache)
     try:
         with _quiet():
             quantize_static(

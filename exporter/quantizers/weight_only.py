@@ -105,6 +105,7 @@ def quantize_weight_only(request: QuantizeRequest) -> QuantizeInfo:
             if args.gemm_to_matmul:
                 model.replace_gemm_with_matmul()
             before = _weight_figures(model.model)
+            opset_before = _default_opset(model.model)
             quantizer = MatMulNBitsQuantizer(model.model, **args.quantizer)
             quantizer.process()
             quantizer.model.save_model_to_file(str(request.out_path))
@@ -128,9 +129,17 @@ def quantize_weight_only(request: QuantizeRequest) -> QuantizeInfo:
         )
     if after["constant_matmuls"]:
         notes.append(f"{after['constant_matmuls']} MatMul(s) with a constant weight were not quantized (excluded or not 2-D)")
+    opset_after = _default_opset(onnx.load(str(request.out_path), load_external_data=False))
+    if opset_after != opset_before:
+        notes.append(f"int4 DequantizeLinear needs opset 21: onnxruntime raised the model's opset from {opset_before} to {opset_after}")
     if request.make_reader is not None:
         notes.append("weight-only quantization needs no calibration data; the calibration set was not used")
     return QuantizeInfo(mode="weight_only", settings=settings, notes=notes)
+
+
+def _default_opset(model) -> int:
+    """The model's ai.onnx opset version."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _weight_figures(model) -> dict[str, int]:

@@ -86,7 +86,9 @@ def write_arrays(data: TrainData, folder: Path, batch_size: int = 256, desc: str
     first, labels = data.batch([0])
     files = {name: f"input_{i}.npy" for i, name in enumerate(first)}
     outputs = {
-        name: np.lib.format.open_memmap(folder / files[name], mode="w+", dtype=array.dtype, shape=(count, *array.shape[1:]))
+        name: np.lib.format.open_memmap(
+            folder / files[name], mode="w+", dtype=array.dtype, shape=(count, *array.shape[1:])
+        )
         for name, array in first.items()
     }
     all_labels = np.zeros(count, dtype=np.int64) if labels is not None else None

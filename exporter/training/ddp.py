@@ -96,6 +96,8 @@ def launch(
     scratch: Path | None = None,
 ) -> tuple[nn.Module, TrainOutcome]:
     """Train `student` with `rendezvous.world_size` processes; load the result into `student` and return it."""
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ddp-job-", dir=scratch) as folder:
         job = Path(folder)
         write_arrays(train_data, job / "train", desc="writing distillation data")

@@ -23,15 +23,15 @@ def resolve_device(value: str, where: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise CompressionError(
-                f"{where} asks for {value} but torch.cuda.is_available() is False: use cpu, or a machine "
+                f"{where}: {value} requested but torch.cuda.is_available() is False; use cpu, or a machine "
                 "with a CUDA build of torch"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise CompressionError(
-                f"{where} asks for {value} but only {torch.cuda.device_count()} CUDA device(s) exist"
+                f"{where}: {value} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
         return device
     backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
     if backend is None or not backend.is_available():
-        raise CompressionError(f"{where} asks for {value} but torch.{device.type} is not available on this machine")
+        raise CompressionError(f"{where}: {value} requested but torch.{device.type} is not available on this machine")
     return device

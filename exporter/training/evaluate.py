@@ -20,7 +20,9 @@ from exporter.training.data import TrainData
 from exporter.training.losses import DistillationLoss, output_tensors
 
 
-def forward(model: nn.Module, inputs: dict[str, np.ndarray], names: Sequence[str], device: torch.device) -> list[torch.Tensor]:
+def forward(
+    model: nn.Module, inputs: dict[str, np.ndarray], names: Sequence[str], device: torch.device
+) -> list[torch.Tensor]:
     """Run `model` on one batch (positional arguments in input-spec order) and return its output tensors."""
     args = [torch.from_numpy(np.asarray(inputs[name])).to(device) for name in names]
     return output_tensors(model(*args))
@@ -33,7 +35,9 @@ class TeacherCache:
     batches: list[tuple[list[int], list[torch.Tensor], np.ndarray | None]]
 
     @classmethod
-    def build(cls, teacher: nn.Module, data: TrainData, names: Sequence[str], batch_size: int, device: torch.device) -> "TeacherCache":
+    def build(
+        cls, teacher: nn.Module, data: TrainData, names: Sequence[str], batch_size: int, device: torch.device
+    ) -> "TeacherCache":
         """Run the teacher once over `data` in order, in batches of `batch_size`."""
         batches = []
         with torch.no_grad():

@@ -7,10 +7,11 @@ Rules:
   mode (running statistics fixed, scales and shifts still learn). With several processes and
   `batchnorm="train"`, batch statistics are shared across processes (`syncbn`).
 - Steps follow `data.epoch_steps`; the loss is summed per sample and divided by the global step
-  size, plus `l1_penalty * sum |scale|`; the learning rate follows `optim.lr_factor`.
+  size, plus the L1 penalty on normalisation scales (`losses.l1_scale_penalty`); the learning
+  rate follows `optim.lr_factor`.
 - Before the first epoch and after each one, the student is measured on the held-out set; the
   best one (highest top-1 agreement, then lowest loss; epoch 0 is the student as it came) is
-  what the run returns.
+  what the run returns, or the last one with `keep="last"`.
 - A time budget stops the run between steps; with several processes the elapsed time is the
   maximum over processes, so they all stop at the same step.
 - After each epoch (and every `CHECKPOINT_SECONDS` within a long epoch) the first process of each
@@ -37,7 +38,7 @@ from exporter.training.data import TrainData, epoch_steps, shard, steps_per_epoc
 from exporter.training.devices import resolve_device
 from exporter.training.evaluate import TeacherCache, evaluate, forward, score
 from exporter.training.losses import DistillationLoss, l1_scale_penalty, resolve_kinds
-from exporter.training.optim import build_optimizer, lr_factor, set_lr
+from exporter.training.optim import build_optimizer, lr_factor, scale_lr
 from exporter.training.settings import TrainSettings
 from exporter.training.syncbn import share_batch_statistics
 
@@ -110,11 +111,11 @@ def train(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "training",
 ) -> tuple[nn.Module, TrainOutcome]:
-    """Train `student` (changed in place) to match `teacher` on `train_data`; return the best student and the outcome."""
+    """Train `student` (changed in place) to match `teacher` on `train_data`; return the kept student and the outcome."""
     names = list(input_names)
     student_device = resolve_device(settings.student_device, "student_device")
     teacher_device = resolve_device(settings.teacher_device, "teacher_device")
-    teacher = _teacher_on(teacher, teacher_device)
+    teacher = teacher_on_device(teacher, teacher_device)
     student.to(student_device)
     torch.manual_seed(settings.seed + world.rank)
 
@@ -129,7 +130,7 @@ def train(
         notes.append("alpha is 1.0: trained on soft targets only, labels unused")
 
     val_cache = TeacherCache.build(teacher, val_data, names, settings.batch_size, teacher_device)
-    optimizer = build_optimizer(student, settings.optimizer, settings.lr, settings.weight_decay)
+    optimizer = build_optimizer(student, settings.optimizer, settings.lr, settings.weight_decay, settings.scale_lr)
     sample_count = len(train_data)
     per_epoch = steps_per_epoch(sample_count, settings.batch_size)
     total_steps = settings.max_epochs * per_epoch if settings.max_epochs is not None else None
@@ -143,7 +144,8 @@ def train(
         if saved is None:
             notes.append(f"--resume: no checkpoint in {checkpoint_dir}, started from the beginning")
         else:
-            ckpt.check_fingerprint(saved["fingerprint"], run_print, checkpoint_dir / ckpt.CHECKPOINT_NAME, checkpoint_flag)
+            path = checkpoint_dir / ckpt.CHECKPOINT_NAME
+            ckpt.check_fingerprint(saved["fingerprint"], run_print, path, checkpoint_flag)
             student.load_state_dict(saved["student"])
             optimizer.load_state_dict(saved["optimizer"])
             torch.set_rng_state(saved["rng"])
@@ -151,8 +153,8 @@ def train(
             resumed_at = {"epoch": state["epoch"], "step": state["step"]}
     if not state["history"]:
         before = evaluate(student, val_data, val_cache, names, loss_fn, student_device)
-        state["history"] = [_entry(0, before, None, 0, 0.0)]
-        state["best"] = {"epoch": 0, "score": score(before), "entry": state["history"][0], "weights": _cpu_state(student)}
+        state["history"] = [_entry(0, before, 0, 0.0)]
+        state["best"] = _candidate(0, before, state["history"][0], student)
 
     model = _wrap(student, world, settings)
     undo_sharing = share_batch_statistics(student) if world.size > 1 and settings.batchnorm == "train" else None
@@ -174,7 +176,7 @@ def train(
         while settings.max_epochs is None or state["epoch"] < settings.max_epochs:
             epoch = state["epoch"]
             _set_train_mode(student, settings.batchnorm)
-            losses, agreements = [], []
+            tally = np.zeros(3)  # local sums: loss over samples, samples the student agreed on, samples
             steps = epoch_steps(sample_count, settings.batch_size, settings.seed, epoch)
             for step in range(state["step"], len(steps)):
                 spent = elapsed() if budget is not None else 0.0
@@ -183,32 +185,33 @@ def train(
                     break
                 done = epoch * per_epoch + step
                 progress = max(done / total_steps if total_steps else 0.0, spent / budget if budget else 0.0)
-                set_lr(optimizer, settings.lr * lr_factor(settings.schedule, progress))
-                loss, agreement = _step(
+                scale_lr(optimizer, lr_factor(settings.schedule, progress))
+                tally += _step(
                     model, student, teacher, train_data, shard(steps[step], world.rank, world.size), len(steps[step]),
                     names, loss_fn, optimizer, settings, world, student_device, teacher_device,
                 )
-                losses.append(loss)
-                if agreement is not None:
-                    agreements.append(agreement)
                 state["step"] = step + 1
                 state["samples_seen"] += len(steps[step])
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}", agree=f"{np.mean(agreements):.3f}" if agreements else "-")
+                bar.set_postfix(loss=f"{tally[0] / tally[2]:.4f}", agree=_agreement_text(tally, loss_fn))
                 if world.writes_files and checkpoint_dir and time.perf_counter() - last_save > CHECKPOINT_SECONDS:
                     state["seconds"] = prior_seconds + time.perf_counter() - start
                     _save(checkpoint_dir, student, optimizer, state, run_print)
                     last_save = time.perf_counter()
             finished_epoch = state["step"] >= len(steps)
-            if not losses and not finished_epoch:
+            if not tally[2] and not finished_epoch:
                 break
+            if world.size > 1:
+                shared = torch.from_numpy(tally)
+                dist.all_reduce(shared)
+                tally = shared.numpy()
             metrics = evaluate(student, val_data, val_cache, names, loss_fn, student_device)
             state["seconds"] = prior_seconds + time.perf_counter() - start
-            entry = _entry(epoch + 1, metrics, losses, state["samples_seen"], state["seconds"], agreements)
+            entry = _entry(epoch + 1, metrics, state["samples_seen"], state["seconds"], tally, loss_fn)
             entry["complete"] = finished_epoch
             state["history"].append(entry)
-            if score(metrics) > tuple(state["best"]["score"]):
-                state["best"] = {"epoch": epoch + 1, "score": score(metrics), "entry": entry, "weights": _cpu_state(student)}
+            if settings.keep == "last" or score(metrics) > tuple(state["best"]["score"]):
+                state["best"] = _candidate(epoch + 1, metrics, entry, student)
             if finished_epoch:
                 state["epoch"], state["step"] = epoch + 1, 0
             epochs_this_run += 1
@@ -256,8 +259,8 @@ def _step(
     world: World,
     student_device: torch.device,
     teacher_device: torch.device,
-) -> tuple[float, float | None]:
-    """One optimisation step on this process's `rows`; returns the step's mean loss and local agreement."""
+) -> np.ndarray:
+    """One optimisation step on this process's `rows`; returns its sums (loss, agreeing samples, samples)."""
     inputs, labels = data.batch(rows)
     with torch.no_grad():
         teacher_out = [t.to(student_device).float() for t in forward(teacher, inputs, names, teacher_device)]
@@ -268,7 +271,7 @@ def _step(
     # then equals the gradient of the mean loss over the whole global step.
     loss = per_sample.sum() * (world.size / global_count)
     if settings.l1_penalty > 0:
-        loss = loss + settings.l1_penalty * l1_scale_penalty(student)
+        loss = loss + settings.l1_penalty * l1_scale_penalty(student, settings.l1_normalized)
     if not torch.isfinite(loss):
         raise CompressionError(
             f"the training loss became {float(loss)}: lower the learning rate (now {settings.lr}) or the temperature"
@@ -276,14 +279,14 @@ def _step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    agreement = None
+    agreeing = 0.0
     if loss_fn.kinds[0] == "kl":
-        agreement = float((student_out[0].argmax(1) == teacher_out[0].argmax(1)).float().mean())
-    return float(per_sample.detach().mean()), agreement
+        agreeing = float((student_out[0].argmax(1) == teacher_out[0].argmax(1)).sum())
+    return np.array([float(per_sample.detach().sum()), agreeing, len(rows)])
 
 
-def _teacher_on(teacher: nn.Module, device: torch.device) -> nn.Module:
-    """The teacher in eval mode on `device`: the caller's own module when it is already there and in eval mode, else a copy."""
+def teacher_on_device(teacher: nn.Module, device: torch.device) -> nn.Module:
+    """The teacher in eval mode on `device`: the caller's own module when it is already so, else a copy."""
     current = next((p.device for p in teacher.parameters()), None) if hasattr(teacher, "parameters") else None
     if getattr(teacher, "training", False) or (current is not None and current != device):
         teacher = copy.deepcopy(teacher).to(device).eval()
@@ -330,17 +333,24 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def _agreement_text(tally: np.ndarray, loss_fn: DistillationLoss) -> str:
+    return f"{tally[1] / tally[2]:.3f}" if loss_fn.kinds[0] == "kl" and tally[2] else "-"
+
+
 def _entry(
     epoch: int,
     metrics: dict[str, Any],
-    losses: list[float] | None,
     samples_seen: int,
     seconds: float,
-    agreements: list[float] | None = None,
+    tally: np.ndarray | None = None,
+    loss_fn: DistillationLoss | None = None,
 ) -> dict[str, Any]:
+    """One history row: held-out figures, then the epoch's training loss and agreement (all processes)."""
     entry = {"epoch": epoch, **{k: _round(v) for k, v in metrics.items()}}
-    entry["train_loss"] = _round(float(np.mean(losses))) if losses else None
-    entry["train_agreement"] = _round(float(np.mean(agreements))) if agreements else None
+    trained = tally is not None and tally[2] > 0
+    entry["train_loss"] = _round(float(tally[0] / tally[2])) if trained else None
+    classifier = trained and loss_fn is not None and loss_fn.kinds[0] == "kl"
+    entry["train_agreement"] = _round(float(tally[1] / tally[2])) if classifier else None
     entry["samples_seen"] = samples_seen
     entry["seconds"] = round(seconds, 3)
     return entry
@@ -350,7 +360,14 @@ def _round(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _save(folder: Path, student: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], run_print: dict[str, Any]) -> None:
+def _candidate(epoch: int, metrics: dict[str, Any], entry: dict[str, Any], student: nn.Module) -> dict[str, Any]:
+    """The kept-student record: its epoch, score, history row and a CPU copy of its weights."""
+    return {"epoch": epoch, "score": score(metrics), "entry": entry, "weights": _cpu_state(student)}
+
+
+def _save(
+    folder: Path, student: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], run_print: dict[str, Any]
+) -> None:
     ckpt.save_checkpoint(
         folder,
         {

@@ -110,16 +110,26 @@ class DistillationLoss:
 
 def scale_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The normalization layers whose per-channel scale (`weight`) the L1 penalty acts on."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
     return [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and getattr(module, "weight", None) is not None
+        if isinstance(module, kinds) and getattr(module, "weight", None) is not None
     ]
 
 
-def l1_scale_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of absolute BatchNorm/GroupNorm scales over every channel (network slimming's L1 term; 0 without any)."""
-    scales = [module.weight.abs().sum() for _, module in scale_layers(model)]
-    if not scales:
+def l1_scale_penalty(model: nn.Module, normalized: bool = False) -> torch.Tensor:
+    """The L1 penalty on BatchNorm/GroupNorm scales (0 for a model without any).
+
+    Plain: `sum |scale|` over every channel (network slimming). Normalized: the sum over layers of
+    `||scale||_1 / ||scale||_2`, which multiplying a whole layer's scales by a constant does not
+    change: with batch statistics, the next BatchNorm undoes such a uniform shrink, so a plain L1
+    term can be lowered by shrinking every channel alike; the ratio only falls when some channels
+    shrink more than others (sparsity).
+    """
+    layers = [module.weight for _, module in scale_layers(model)]
+    if not layers:
         return torch.zeros(())
-    return torch.stack(scales).sum()
+    if normalized:
+        return torch.stack([w.abs().sum() / w.norm().clamp_min(1e-12) for w in layers]).sum()
+    return torch.stack([w.abs().sum() for w in layers]).sum()

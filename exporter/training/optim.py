@@ -16,18 +16,36 @@ from torch import nn
 from exporter.errors import CompressionError
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """`adam`, `adamw` or `sgd` (momentum 0.9, Nesterov) over the model's trainable parameters."""
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float = 0.0, scale_lr: float | None = None
+) -> torch.optim.Optimizer:
+    """`adam`, `adamw` or `sgd` (momentum 0.9, Nesterov) over the model's trainable parameters.
+
+    With `scale_lr`, the scales of normalisation layers form a second parameter group with that
+    learning rate (`slim` moves them far within a short run); each group remembers its peak rate
+    as `base_lr` for the schedule.
+    """
+    from exporter.training.losses import scale_layers
+
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise CompressionError("the student has no trainable parameters (every parameter has requires_grad=False)")
+    scales = {id(m.weight) for _, m in scale_layers(model) if m.weight.requires_grad} if scale_lr is not None else set()
+    groups = [{"params": [p for p in params if id(p) not in scales], "lr": lr}]
+    if scales:
+        groups.append({"params": [p for p in params if id(p) in scales], "lr": scale_lr})
+    groups = [g for g in groups if g["params"]]
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise CompressionError(f"unknown optimizer {name!r}: expected adam, adamw or sgd")
+        optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    elif name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    else:
+        raise CompressionError(f"unknown optimizer {name!r}: expected adam, adamw or sgd")
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -40,7 +58,7 @@ def lr_factor(schedule: str, progress: float) -> float:
     raise CompressionError(f"unknown schedule {schedule!r}: expected cosine or constant")
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate."""
+def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set every parameter group's learning rate to its peak rate times `factor`."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["base_lr"] * factor

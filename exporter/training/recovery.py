@@ -4,7 +4,7 @@ Data rules: the training data is `data_path` (opened with `calibration.open_samp
 `DataOptions`, bound to the model's inputs) or else the context's calibration set; with neither,
 `CompressionError`. The held-out set is the context's validation set; when there is none, 20% of
 the training data is held out instead (seeded) and a note says so. Checkpoints go to
-`checkpoint_dir`, else `<work_dir>/<pass name>`, else a temporary folder (which cannot be resumed).
+`checkpoint_dir`, else `<ctx.checkpoint_dir>/<pass name>`, else a temporary folder (which cannot be resumed).
 """
 
 from __future__ import annotations
@@ -30,12 +30,17 @@ FIGURES = ("agreement", "accuracy", "cosine", "loss")
 
 @dataclass
 class RecoveryRun:
-    """The trained student, the loop's outcome, the record's summary and the notes for the user."""
+    """The trained student, the loop's outcome, the record's summary and the notes for the user.
+
+    `measure(model)` gives the held-out figures of any model against the teacher on the same data
+    and loss as the run (for a pass that changes the student after training, like `slim`).
+    """
 
     student: "nn.Module"
     outcome: "TrainOutcome"
     summary: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    measure: Callable[["nn.Module"], dict[str, Any]] | None = None
 
 
 def run_recovery(
@@ -53,8 +58,11 @@ def run_recovery(
     """Train `model` (changed in place) to match `ctx.teacher`, in this process or under torchrun."""
     from exporter.training import ddp
     from exporter.training.data import SampleData
+    from exporter.training.devices import resolve_device
     from exporter.training.loop import train
 
+    for which in ("teacher_device", "student_device"):
+        resolve_device(getattr(settings, which), f"{pass_name} {which}")  # fail before reading any data
     names = [spec.name for spec in ctx.input_specs]
     train_set, val_set, notes = _data(ctx, data_path, settings.seed, pass_name)
     if len(train_set) < rendezvous.world_size:
@@ -67,12 +75,14 @@ def run_recovery(
     with tempfile.TemporaryDirectory(prefix=f"{pass_name}-") as temporary:
         if checkpoint_dir is not None:
             folder = Path(checkpoint_dir)
-        elif ctx.work_dir is not None:
-            folder = Path(ctx.work_dir) / pass_name
+        elif ctx.checkpoint_dir is not None:
+            folder = Path(ctx.checkpoint_dir) / pass_name
         else:
             folder = Path(temporary) / "checkpoints"
             if resume:
-                notes.append(f"no work folder or {flag}: checkpoints were temporary, so --resume had nothing to continue")
+                notes.append(
+                    f"no work folder or {flag}: checkpoints were temporary, so --resume had nothing to continue"
+                )
         common = dict(checkpoint_dir=folder, checkpoint_flag=flag, resume=resume, desc=pass_name)
         if rendezvous.world_size == 1:
             student, outcome = train(
@@ -102,16 +112,46 @@ def run_recovery(
         "train_samples": len(train_set),
         "val_samples": len(val_set),
         "loss": list(outcome.loss_kinds),
-        "checkpoint": str(folder / "checkpoint.pt") if checkpoint_dir or ctx.work_dir else None,
+        "checkpoint": str(folder / "checkpoint.pt") if checkpoint_dir or ctx.checkpoint_dir else None,
         "history": outcome.history,
     }
     # Flat copies for one-line report templates (`agreement_before`, `accuracy_after`, ...).
     for when in ("before", "after"):
         summary.update({f"{key}_{when}": value for key, value in summary[when].items()})
-    return RecoveryRun(student=student, outcome=outcome, summary=summary, notes=notes)
+    return RecoveryRun(
+        student=student,
+        outcome=outcome,
+        summary=summary,
+        notes=notes,
+        measure=_measurer(ctx.teacher, val_data, names, settings, outcome.loss_kinds),
+    )
 
 
-def _data(ctx: "PassContext", data_path: str | None, seed: int, pass_name: str) -> tuple["SampleSet", "SampleSet", list[str]]:
+def _measurer(teacher, val_data, names, settings: TrainSettings, kinds) -> Callable[["nn.Module"], dict[str, Any]]:
+    """A function giving any model's held-out figures; the teacher's outputs are computed on first use."""
+    from exporter.training.devices import resolve_device
+    from exporter.training.evaluate import TeacherCache, evaluate
+    from exporter.training.loop import teacher_on_device
+    from exporter.training.losses import DistillationLoss
+
+    loss = DistillationLoss(tuple(kinds), settings.temperature, settings.alpha)
+    cache: list[TeacherCache] = []
+
+    def measure(model: "nn.Module") -> dict[str, Any]:
+        device = resolve_device(settings.student_device, "student_device")
+        if not cache:
+            teacher_device = resolve_device(settings.teacher_device, "teacher_device")
+            on_device = teacher_on_device(teacher, teacher_device)
+            cache.append(TeacherCache.build(on_device, val_data, names, settings.batch_size, teacher_device))
+        figures = evaluate(model.to(device), val_data, cache[0], names, loss, device)
+        return {k: figures.get(k) if not isinstance(figures.get(k), float) else round(figures[k], 6) for k in FIGURES}
+
+    return measure
+
+
+def _data(
+    ctx: "PassContext", data_path: str | None, seed: int, pass_name: str
+) -> tuple["SampleSet", "SampleSet", list[str]]:
     """(training set, held-out set, notes) bound to the model's inputs; see the module docstring."""
     from calibration import bind_to_inputs, open_samples, split_samples
 

@@ -27,8 +27,11 @@ class TrainSettings:
     every step, so the same seed and batch size give the same student whatever N is. `epochs=None`
     means 10 epochs without a time budget and "until the budget is spent" with one. `alpha` weighs
     the soft (teacher) loss against the hard (label) loss. `l1_penalty` > 0 adds
-    `l1_penalty * sum |BatchNorm scale|` to the loss (the `slim` pass).
-    """
+    `l1_penalty` times the L1 norm of the BatchNorm scales to the loss (the `slim` pass; per layer
+    divided by the L2 norm when `l1_normalized`), and `scale_lr` gives those scales their own
+    learning rate. `keep` is `best` (the
+    student with the best held-out figures, the untrained one included) or `last` (the student
+    after the final step, which `slim` needs: the penalty lowers agreement on purpose)."""
 
     epochs: int | None = None
     minutes: float | None = None
@@ -42,6 +45,9 @@ class TrainSettings:
     alpha: float = 0.9
     batchnorm: str = "train"
     l1_penalty: float = 0.0
+    l1_normalized: bool = False
+    scale_lr: float | None = None
+    keep: str = "best"
     seed: int = 0
     teacher_device: str = "cpu"
     student_device: str = "cpu"

@@ -36,9 +36,8 @@ class SharedBatchNorm(nn.modules.batchnorm._BatchNorm):
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         x = input.double()
-        local = torch.cat(
-            [x.sum(dims), (x * x).sum(dims), torch.full((1,), input.numel() / channels, dtype=torch.float64, device=input.device)]
-        )
+        local_count = torch.full((1,), input.numel() / channels, dtype=torch.float64, device=input.device)
+        local = torch.cat([x.sum(dims), (x * x).sum(dims), local_count])
         total = all_reduce(local)
         count = total[-1]
         mean = total[:channels] / count
@@ -61,7 +60,8 @@ def share_batch_statistics(model: nn.Module) -> Callable[[], None]:
     """Make every `BatchNorm1d/2d/3d` of `model` a `SharedBatchNorm`; return the function that undoes it."""
     swapped: list[tuple[nn.Module, type]] = []
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (SharedBatchNorm, nn.SyncBatchNorm)):
+        shared = isinstance(module, (SharedBatchNorm, nn.SyncBatchNorm))
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not shared:
             swapped.append((module, type(module)))
             module.__class__ = SharedBatchNorm
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from tests.passes.tiny_models import build, make_context
 from exporter.errors import CompressionError, PlanError
 from exporter.modelstats import count_macs, count_params
 from exporter.passes import PASSES
+from tests.passes.tiny_models import build, make_context, randomize_bn
 
 Prune = PASSES.get("prune")
 
@@ -220,14 +220,38 @@ def test_bad_settings_raise_one_clear_line(settings: dict, message: str) -> None
     assert str(info.value) == message
 
 
-def test_sample_architectures_prune_to_a_quarter() -> None:
+def test_sample_architectures_prune_exactly() -> None:
     from samples.architectures import mobilenet_v2, resnet18
 
     for model in (resnet18(num_classes=10, width=16), mobilenet_v2(num_classes=10, width_mult=0.5)):
-        model.eval()
+        model = kill_odd_channels(randomize_bn(model.eval()))
         inputs = (torch.randn(1, 3, 32, 32),)
         pruned, record = prune(model, inputs, ratio=0.5)
-        assert record.skipped[0]["reason"].startswith("its channels reach the model output")
-        assert len(record.skipped) == 1
+        assert len(record.skipped) == 1 and record.skipped[0]["reason"].startswith("its channels reach the model output")
         assert record.macs_after < 0.35 * record.macs_before
-        assert pruned(*inputs).shape == (1, 10)
+        torch.testing.assert_close(pruned(*inputs), model(*inputs), rtol=0, atol=1e-5)
+
+
+class LinearGate(nn.Module):
+    """A squeeze-excitation gate written with Linear layers, view and expand_as (the classic SE form)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.f1, self.f2 = nn.Linear(16, 4), nn.Linear(4, 16)
+        self.b, self.fc = nn.Conv2d(16, 32, 3, padding=1), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.a(x)))
+        n, c, _, _ = x.shape
+        gate = torch.sigmoid(self.f2(torch.relu(self.f1(x.mean((2, 3)))))).view(n, c, 1, 1)
+        return self.fc(self.b(x * gate.expand_as(x)).mean((2, 3)))
+
+
+def test_linear_squeeze_excitation_gate_is_tied_to_its_input() -> None:
+    torch.manual_seed(0)
+    model, inputs = kill_odd_channels(randomize_bn(LinearGate())), (torch.randn(2, 3, 8, 8),)
+    pruned, record = prune(model, inputs, ratio=0.5)
+    assert (pruned.a.out_channels, pruned.f1.in_features, pruned.f2.out_features, pruned.b.in_channels) == (8, 8, 8, 8)
+    assert len(record.skipped) == 1
+    torch.testing.assert_close(pruned(*inputs), model(*inputs), rtol=0, atol=1e-5)

@@ -9,7 +9,7 @@ and a Linear-only MLP.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
