@@ -289,14 +289,29 @@ def package_stage(run: ExportRun) -> None:
 
 def measure_stage(run: ExportRun) -> None:
     """Sizes, parameter counts and batch-1 latency (median, one thread) of PyTorch, ORT fp32 and the final file."""
+    import torch
+
     from exporter.modelstats import count_params
-    from exporter.runtime import onnx_latency_ms, torch_latency_ms
+    from exporter.runtime import interleaved_latency_ms, session_for
     from exporter.validate import GateCheck
 
     feed = _fixed_batch(run.reference[0][0], run.specs, batch=1)
-    repeats = run.plan.latency_repeats
-    float_ms = onnx_latency_ms(run.float_path, feed, threads=1, repeats=repeats)
-    final_ms = onnx_latency_ms(run.final_path, feed, threads=1, repeats=repeats) if run.quant_info.mode != "none" else float_ms
+    float_session = session_for(run.float_path, threads=1)
+    calls = {"ort_float": lambda: float_session.run(None, feed)}
+    if run.quant_info.mode != "none":
+        final_session = session_for(run.final_path, threads=1)
+        calls["final"] = lambda: final_session.run(None, feed)
+    args = [torch.from_numpy(v) for v in feed.values()]
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            calls["pytorch_eager"] = lambda: run.original(*args)
+            latency = interleaved_latency_ms(calls, repeats=run.plan.latency_repeats)
+    finally:
+        torch.set_num_threads(previous_threads)
+    float_ms = latency["ort_float"]
+    final_ms = latency.get("final", float_ms)
     float_bytes, final_bytes = run.float_path.stat().st_size, run.final_path.stat().st_size
     run.measurements = {
         "params_original": count_params(run.original) if hasattr(run.original, "parameters") else None,
@@ -305,12 +320,12 @@ def measure_stage(run: ExportRun) -> None:
         "size_final_bytes": final_bytes,
         "size_ratio": round(float_bytes / final_bytes, 3),
         "latency_ms": {
-            "pytorch_eager": round(torch_latency_ms(run.original, feed, threads=1, repeats=repeats), 4),
+            "pytorch_eager": round(latency["pytorch_eager"], 4),
             "ort_float": round(float_ms, 4),
             "final": round(final_ms, 4),
         },
         "speedup_vs_float": round(float_ms / final_ms, 3),
-        "latency_setup": "batch 1, 1 intra-op thread, median of repeated runs",
+        "latency_setup": "batch 1, 1 intra-op thread, median of repeated runs timed in alternation",
     }
     if run.quant_info.mode != "none" and final_ms > float_ms:
         run.warnings.append(

@@ -48,15 +48,23 @@ def onnx_latency_ms(path: Path | str, feed: dict[str, np.ndarray], threads: int 
     return median_latency_ms(lambda: session.run(None, feed), repeats=repeats)
 
 
-def torch_latency_ms(model, feed: dict[str, np.ndarray], threads: int = 1, repeats: int = 20) -> float:
-    """Median latency of a PyTorch model in eager mode on `feed` with `threads` intra-op threads."""
-    import torch
+def interleaved_latency_ms(calls: dict[str, Callable[[], object]], warmup: int = 3, repeats: int = 20,
+                           budget_s: float = 10.0) -> dict[str, float]:
+    """Median latency of several calls timed in alternation (round-robin), in milliseconds.
 
-    args = [torch.from_numpy(v) for v in feed.values()]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            return median_latency_ms(lambda: model(*args), repeats=repeats)
-    finally:
-        torch.set_num_threads(previous)
+    Timing candidates one after the other lets a burst of outside load hit only one of them;
+    alternating makes the ratio between them steady on a busy machine.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    deadline = time.perf_counter() + budget_s
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+        if time.perf_counter() > deadline and len(times[name]) >= 3:
+            break
+    return {name: statistics.median(values) for name, values in times.items()}
