@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.repeats} runs after 5 warm-ups, the variants' runs interleaved so background load affects all "
         "alike; \"vs fp32\" is the speed-up over the fp32 file of the same model "
         "with the same thread count. Every variant had BatchNorm folded first; pruning uses round_to=8 (channel "
-        "counts that are not multiples of 8 make onnxruntime's int8 convs much slower); int8 is static QDQ, per-channel "
+        "counts that are not multiples of 8 make onnxruntime's int8 convs much slower); "
+        "int8 is static QDQ, per-channel "
         "QInt8 weights, QUInt8 activations, MinMax on 8 random samples. Random weights (latency does not "
         "depend on them).\n\n" + table(rows) + "\n"
     )

@@ -61,7 +61,7 @@ def layer_table(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> l
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV, *_CONV_T, nn.Linear))]
     was_training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
+        set_eval(model)
         with torch.no_grad():
             model(*batch_one(example_inputs))
     finally:
@@ -70,6 +70,14 @@ def layer_table(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> l
         for module, mode in was_training.items():
             module.training = mode
     return rows
+
+
+def set_eval(model: nn.Module) -> nn.Module:
+    """Put `model` in eval mode; `torch.export` modules refuse `.eval()` and are already in inference form."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 def batch_one(example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -46,6 +46,7 @@ class ExportRun:
     val: Any = None
     data_notes: list[str] = field(default_factory=list)
     reference: list = field(default_factory=list)
+    export_reference: list = field(default_factory=list)
     pass_records: list = field(default_factory=list)
     export_info: Any = None
     export_check: dict = field(default_factory=dict)
@@ -54,6 +55,7 @@ class ExportRun:
     packages: list = field(default_factory=list)
     float_summary: dict = field(default_factory=dict)
     final_summary: dict = field(default_factory=dict)
+    gate_summary: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)
     measurements: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -201,20 +203,21 @@ def compress_stage(run: ExportRun) -> None:
         checkpoint_dir=checkpoint_dir(run.plan),
         batch_size=run.plan.data.batch_size,
     )
-    compiled = run.model_format in ("torchscript", "exported_program")
-    for step in run.plan.passes:
-        if compiled and PASSES.get(step.name).needs_module_structure:
-            raise CompressionError(
-                f"pass {step.name!r} rebuilds layers and needs an ordinary nn.Module, but {run.plan.model.path} is a "
-                f"compiled {run.model_format.replace('_', ' ')}: save a state dict and pass --model-class, "
-                "or a pickled module with --trust-pickle"
-            )
+    if run.model_format in ("torchscript", "exported_program"):
+        raise CompressionError(
+            f"compression passes need an ordinary nn.Module, but {run.plan.model.path} is a compiled "
+            f"{run.model_format.replace('_', ' ')} whose layers cannot be rebuilt: save a state dict and pass "
+            "--model-class, or a pickled module with --trust-pickle"
+        )
     model = run.original
     for step in run.plan.passes:
         model, record = PASSES.get(step.name)(step.config).run(model, ctx)
         record.metrics = compare_torch(model, run.reference)
         run.pass_records.append(record)
     run.model = model
+    from exporter.validate import reference_outputs
+
+    run.export_reference = reference_outputs(model, run.val, run.specs, run.plan.data.batch_size)
 
 
 def export_stage(run: ExportRun) -> None:
@@ -238,11 +241,15 @@ def quantize_stage(run: ExportRun) -> None:
     from exporter.quantizers import QuantizeRequest, quantize_model
 
     run.quant_info = quantize_model(_quantize_request(run))
-    run.final_summary = _evaluate(run, run.final_path)
-    run.float_summary = _evaluate(run, run.float_path) if run.plan.target.quantization.mode != "none" else dict(run.final_summary)
+    run.gate_summary = _evaluate(run, run.final_path)
+    run.final_summary = _versus_original(run, run.final_path, run.gate_summary)
+    if run.plan.target.quantization.mode == "none":
+        run.float_summary = dict(run.final_summary)
+    else:
+        run.float_summary = _evaluate(run, run.float_path, run.reference)
     from exporter.validate import check_gate
 
-    run.checks = check_gate(run.final_summary, run.plan.target.tolerances)
+    run.checks = check_gate(run.gate_summary, run.plan.target.tolerances)
 
 
 def accuracy_stage(run: ExportRun) -> None:
@@ -269,13 +276,14 @@ def accuracy_stage(run: ExportRun) -> None:
             budget=budget,
             work_dir=run.work_dir / "fallback",
             baseline_path=baseline,
-            baseline_summary=run.final_summary,
+            baseline_summary=run.gate_summary,
         )
     )
     if run.fallback.best_path != baseline:
         run.final_path.write_bytes(Path(run.fallback.best_path).read_bytes())
-        run.final_summary = dict(run.fallback.best_summary)
-    run.checks = check_gate(run.final_summary, budget.tolerances(run.plan.target.tolerances))
+        run.gate_summary = dict(run.fallback.best_summary)
+        run.final_summary = _versus_original(run, run.final_path, run.gate_summary)
+    run.checks = check_gate(run.gate_summary, budget.tolerances(run.plan.target.tolerances))
 
 
 def package_stage(run: ExportRun) -> None:
@@ -354,14 +362,35 @@ def _quantize_request(run: ExportRun):
     )
 
 
-def _evaluate(run: ExportRun, path: Path) -> dict:
+def _evaluate(run: ExportRun, path: Path, reference: list | None = None) -> dict:
+    """Figures of an ONNX file for the gate.
+
+    Agreement, cosine, SQNR and errors compare with `reference` (default: the PyTorch model that was
+    exported, i.e. after compression passes: the quantization loss); `reference_accuracy` is always
+    the original model's, so `accuracy_drop` is end to end.
+    """
     from exporter.validate import compare_onnx
 
-    reference = run.reference
+    reference = reference if reference is not None else (run.export_reference or run.reference)
     if not run.plan.target.dynamic_batch:
-        reference = [(_fixed_batch(f, run.specs), out[: s], None if lab is None else lab[: s])
-                     for f, out, lab in reference for s in [run.specs[0].shape[0]]]
-    return compare_onnx(path, reference, desc=f"validating {path.name}")
+        size = run.specs[0].shape[0]
+        reference = [(_fixed_batch(f, run.specs), out[:size], None if lab is None else lab[:size]) for f, out, lab in reference]
+    summary = compare_onnx(path, reference, desc=f"validating {path.name}")
+    if summary.get("reference_accuracy") is not None:
+        summary["reference_accuracy"] = _original_accuracy(run)
+    return summary
+
+
+def _versus_original(run: ExportRun, path: Path, gate_summary: dict) -> dict:
+    """The final file against the original model (the same as the gate figures when no pass ran)."""
+    return dict(gate_summary) if not run.export_reference else _evaluate(run, path, run.reference)
+
+
+def _original_accuracy(run: ExportRun) -> float | None:
+    outputs = [(out, lab) for _, out, lab in run.reference if lab is not None]
+    if not outputs or outputs[0][0].ndim != 2:
+        return None
+    return float(np.mean(np.concatenate([o.argmax(1) for o, _ in outputs]) == np.concatenate([lab for _, lab in outputs])))
 
 
 def _fixed_batch(feed: dict[str, np.ndarray], specs: list[InputSpec], batch: int | None = None) -> dict[str, np.ndarray]:

@@ -168,10 +168,6 @@ class PassRecord:
 class CompressionPass(ABC):
     """Base class of a compression pass. Subclasses set `name`, `Config`, `order` and implement `apply`.
 
-    `needs_module_structure` is True for passes that rebuild layers (they need an ordinary
-    `nn.Module`); passes that only edit weight values set it False and also run on compiled
-    graphs (TorchScript archives, `torch.export` programs).
-
     `order` decides where the pass runs when passes come from CLI flags (lower first); a plan
     file lists passes in the order it wants. `shorthand` names the config field that the CLI flag
     `--<name>` sets (e.g. `--prune 0.5` sets `ratio`); `None` makes `--<name>` a plain switch.
@@ -180,7 +176,6 @@ class CompressionPass(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[PassConfig]]
     order: ClassVar[int] = 50
-    needs_module_structure: ClassVar[bool] = True
     shorthand: ClassVar[str | None] = None
     summary_line: ClassVar[str] = ""
 
@@ -193,7 +188,7 @@ class CompressionPass(ABC):
 
     def run(self, model: "nn.Module", ctx: PassContext) -> tuple["nn.Module", PassRecord]:
         """Apply the pass to a deep copy of `model` and return (new model, record); `model` is untouched."""
-        from exporter.modelstats import count_macs, count_params
+        from exporter.modelstats import count_macs, count_params, set_eval
 
         work = set_eval(copy.deepcopy(model))
         params_before, macs_before = count_params(model), count_macs(model, ctx.example_inputs)
@@ -215,14 +210,6 @@ class CompressionPass(ABC):
             summary=result.summary,
         )
         return new_model, record
-
-
-def set_eval(model: "nn.Module") -> "nn.Module":
-    """Put `model` in eval mode; `torch.export` modules refuse `.eval()` and are already in inference form."""
-    try:
-        return model.eval()
-    except NotImplementedError:
-        return model
 
 
 PASSES: Registry[type[CompressionPass]] = Registry("compression pass")

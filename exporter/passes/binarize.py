@@ -96,7 +96,6 @@ class Binarize(CompressionPass):
     name = "binarize"
     Config = BinarizeConfig
     order = 60
-    needs_module_structure = False
     shorthand = None
     summary_line = "binary weights, alpha * sign(w) per output channel (XNOR-Net); an experiment"
 

@@ -68,7 +68,6 @@ class StochasticRound(CompressionPass):
     name = "stochastic_round"
     Config = StochasticRoundConfig
     order = 61
-    needs_module_structure = False
     shorthand = "bits"
     summary_line = "weights stochastically rounded to a low-bit per-channel grid; an experiment"
 
