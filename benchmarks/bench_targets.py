@@ -237,7 +237,7 @@ def describe(mode: str, info: Any) -> str:
 
 def table(bench: Bench, rows: list[dict[str, Any]]) -> str:
     with_accuracy = bench.labels is not None
-    head = "| target | size (MB) | batch-1 latency (ms) | ratio to ORT fp32 | top-1 agreement | cosine |"
+    head = "| target | size (MB) | batch-1 latency (ms) | latency ratio to ORT fp32 (lower is faster) | top-1 agreement | cosine |"
     rule = "|---|---:|---:|---:|---:|---:|"
     if with_accuracy:
         head += " accuracy |"

@@ -152,8 +152,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             )
         for p in report["passes"]:
             figures = {k: v for k, v in p["summary"].items() if isinstance(v, (int, float, str, bool)) and v is not None}
-            if p["skipped"] or p["notes"] or figures:
-                out += ["", f"**{p['name']}**:"]
+            if p["skipped"] or p["notes"] or figures or p.get("description"):
+                out += ["", f"**{p['name']}**: {p.get('description', '')}"]
                 if figures:
                     out.append("- " + ", ".join(f"{k} {_num(v)}" for k, v in figures.items()))
                 out += [f"- left alone: `{s.get('layer', s)}`: {s.get('reason', '')}" for s in p["skipped"]]

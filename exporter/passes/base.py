@@ -148,6 +148,7 @@ class PassRecord:
     """
 
     name: str
+    description: str
     config: dict[str, Any]
     params_before: int
     params_after: int
@@ -178,6 +179,7 @@ class CompressionPass(ABC):
     order: ClassVar[int] = 50
     shorthand: ClassVar[str | None] = None
     summary_line: ClassVar[str] = ""
+    """One sentence for the report; may name `summary` keys in braces, e.g. "{dead_channels} channels died"."""
 
     def __init__(self, config: PassConfig) -> None:
         self.config = config
@@ -198,6 +200,7 @@ class CompressionPass(ABC):
         new_model = set_eval(result.model)
         record = PassRecord(
             name=self.name,
+            description=_fill(self.summary_line, result.summary),
             config=self.config.to_dict(),
             params_before=params_before,
             params_after=count_params(new_model),
@@ -210,6 +213,19 @@ class CompressionPass(ABC):
             summary=result.summary,
         )
         return new_model, record
+
+
+def _fill(template: str, values: dict[str, Any]) -> str:
+    """`template` with `{key}` replaced from `values`; unknown keys are left as written."""
+
+    class Keep(dict):
+        def __missing__(self, key: str) -> str:
+            return "{" + key + "}"
+
+    def show(v: Any) -> Any:
+        return f"{v:.4g}" if isinstance(v, float) else v
+
+    return template.format_map(Keep({k: show(v) for k, v in values.items()}))
 
 
 PASSES: Registry[type[CompressionPass]] = Registry("compression pass")

@@ -55,7 +55,7 @@ class DistillConfig(PassConfig):
     )
     data: str | None = setting(None, "training data: any calibration source; none = the calibration set")
     resume: bool = setting(False, "continue from the checkpoint in the checkpoint folder")
-    checkpoint_dir: str | None = setting(None, "checkpoint folder; none = <work dir>/distill")
+    checkpoint_dir: str | None = setting(None, "checkpoint folder; none = .<out>.checkpoints/distill beside the output folder (kept until a run succeeds)")
     nproc: int = setting(1, "training processes on this machine (DistributedDataParallel via torchrun)")
     nnodes: int = setting(1, "machines taking part in distributed training")
     node_rank: int = setting(0, "this machine's rank (0 .. nnodes-1)")

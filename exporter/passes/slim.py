@@ -64,7 +64,7 @@ class SlimConfig(PassConfig):
     alpha: float = setting(0.9, "weight of the soft (teacher) loss; 1 - alpha goes to labels when the data has them")
     data: str | None = setting(None, "training data: any calibration source; none = the calibration set")
     resume: bool = setting(False, "continue from the checkpoint in the checkpoint folder")
-    checkpoint_dir: str | None = setting(None, "checkpoint folder; none = <work dir>/slim")
+    checkpoint_dir: str | None = setting(None, "checkpoint folder; none = .<out>.checkpoints/slim beside the output folder (kept until a run succeeds)")
     nproc: int = setting(1, "training processes on this machine (DistributedDataParallel via torchrun)")
     seed: int | None = setting(None, "random seed of the data order; none = the plan's seed")
 
