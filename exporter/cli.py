@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import logging
 import sys
-import typing
 from typing import Any, Sequence
 
 from exporter.errors import ExporterError, PlanError

@@ -9,12 +9,8 @@ onnxruntime's quantization pre-processing cannot read split files.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from exporter.quiet import quiet_torch_export
 from exporter.errors import ExportError
 from exporter.inputs import InputSpec
 
@@ -122,7 +119,7 @@ def _export_dynamo(model, args, path, input_names, output_names, opset, dynamic_
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1, max=4096)
         dynamic_shapes = tuple({0: batch} for _ in args)
-    with _quiet():
+    with quiet_torch_export():
         torch.onnx.export(
             model,
             args,
@@ -141,7 +138,7 @@ def _export_torchscript(model, args, path, input_names, output_names, opset, dyn
     import torch
 
     axes = {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
-    with _quiet():
+    with quiet_torch_export():
         torch.onnx.export(
             model,
             args,
@@ -273,19 +270,3 @@ def _first_line(exc: BaseException) -> str:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporters' progress prints, warnings and torchvision notices."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)

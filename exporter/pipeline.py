@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import CalibrationError, CompressionError, LoadError, PlanError, ValidationFailed
+from exporter.errors import CalibrationError, CompressionError, PlanError, ValidationFailed
 from exporter.inputs import InputSpec
 from exporter.outputs import StagedOutputs
 from exporter.plan import Plan
@@ -238,7 +238,7 @@ def export_stage(run: ExportRun) -> None:
 
 def quantize_stage(run: ExportRun) -> None:
     """Quantize the float file as the target says, calibrating on the calibration split."""
-    from exporter.quantizers import QuantizeRequest, quantize_model
+    from exporter.quantizers import quantize_model
 
     run.quant_info = quantize_model(_quantize_request(run))
     run.gate_summary = _evaluate(run, run.final_path)

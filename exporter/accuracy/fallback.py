@@ -30,10 +30,7 @@ fewer float layers win), else the one closest to passing, and the notes say whic
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import logging
 import math
 import shutil
 import time
@@ -45,6 +42,7 @@ import numpy as np
 import onnx
 
 from calibration.uniform_reader import UniformBatchReader
+from exporter.quiet import quiet_onnxruntime
 from exporter.accuracy.budget import AccuracyBudget
 from exporter.accuracy.modules import node_module_map
 from exporter.accuracy.sensitivity import DB_LIMIT, TRANSPARENT_OPS, layer_sensitivity, node_ranking
@@ -894,7 +892,7 @@ class _Requantizer:
         if qdq:
             arguments["quant_format"] = QuantFormat.QDQ
         try:
-            with _quiet():
+            with quiet_onnxruntime():
                 quantize_static(
                     str(self.prepared), str(out), calibration_data_reader=None, calibration_cache_path=str(cache), **arguments
                 )
@@ -957,7 +955,7 @@ def _range_errors(model_path: Path, reader: Any, ranges: dict[str, dict], scheme
             zero, scale = compute_scale_zp(low, high, qmin, qmax, scheme.activation_symmetric)
             params.setdefault(name, {})[method] = (float(np.asarray(scale).reshape(-1)[0]), float(np.asarray(zero).reshape(-1)[0]))
     augmented = work_dir / "calibration_mix_augmented.onnx"
-    with _quiet():
+    with quiet_onnxruntime():
         modify_model_output_intermediate_tensors(str(model_path), str(augmented))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -995,16 +993,3 @@ def _delta(value: float | None, reference: float | None) -> float | None:
     if value is None or reference is None:
         return None
     return round(value - reference, 4)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """onnxruntime's quantization tools print and log freely; keep that out of the user's terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)

@@ -23,10 +23,7 @@ where one outlier channel takes all the quantization range. `relative_error` is 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from exporter.quiet import quiet_onnxruntime
 from exporter.accuracy.modules import QDQ_OPS, node_module_map
 
 # Ops quantized only so that int8 flows through them: they add no error of their own.
@@ -102,7 +100,7 @@ def layer_sensitivity(
     iso_path = work_dir / "sensitivity_isolated.onnx"
     onnx.save(iso_model, str(iso_path))
     q_aug_path = work_dir / "sensitivity_quant_augmented.onnx"
-    with _quiet():
+    with quiet_onnxruntime():
         from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
         modify_model_output_intermediate_tensors(str(quant_path), str(q_aug_path))
@@ -433,7 +431,7 @@ def _weight_space_sqnr(float_path: Path, quant_path: Path) -> dict[str, float]:
     from onnxruntime.quantization.qdq_loss_debug import compute_weight_error, create_weight_matching
 
     try:
-        with _quiet():
+        with quiet_onnxruntime():
             return compute_weight_error(create_weight_matching(str(float_path), str(quant_path)))
     except Exception:  # the helper asserts on layouts it does not know (blocked int4, ...): figure left out
         return {}
@@ -471,16 +469,3 @@ def _db(signal: float, noise: float) -> float:
     if signal <= 0.0:
         return -DB_LIMIT
     return float(max(-DB_LIMIT, min(DB_LIMIT, 10.0 * math.log10(signal / noise))))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """onnxruntime's helpers print and log; keep that out of the user's terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)

@@ -15,7 +15,8 @@ from typing import Any
 
 from exporter.errors import PlanError, QuantizationError
 from exporter.quantizers.base import QuantizeInfo, QuantizeRequest, register_quantizer
-from exporter.quantizers.static import _quiet, preprocess_for_quantization
+from exporter.quantizers.static import preprocess_for_quantization
+from exporter.quiet import quiet_onnxruntime
 from targets.profile import QuantScheme
 
 
@@ -77,7 +78,7 @@ def quantize_dynamic_model(request: QuantizeRequest) -> QuantizeInfo:
     prepared = request.work_dir / "preprocessed.onnx"
     notes = preprocess_for_quantization(request.float_path, prepared)
     try:
-        with _quiet():
+        with quiet_onnxruntime():
             quantize_dynamic(str(prepared), str(request.out_path), **args.quantize)
     except Exception as exc:
         raise QuantizationError(f"onnxruntime quantize_dynamic failed: {type(exc).__name__}: {exc}") from exc

@@ -12,14 +12,12 @@ format and hand that cache to `quantize_static`; the cache is kept as `calibrati
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibration.uniform_reader import UniformBatchReader
+from exporter.quiet import quiet_onnxruntime
 from exporter.errors import CalibrationError, QuantizationError
 from exporter.quantizers.base import QuantizeInfo, QuantizeRequest, register_quantizer
 from targets.profile import QuantScheme
@@ -112,12 +110,12 @@ def preprocess_for_quantization(float_path: Path, out_path: Path) -> list[str]:
 
     notes: list[str] = []
     try:
-        with _quiet():
+        with quiet_onnxruntime():
             quant_pre_process(str(float_path), str(out_path))
     except Exception as exc:
         notes.append(f"pre-processing without symbolic shape inference ({type(exc).__name__}: {exc})"[:300])
         try:
-            with _quiet():
+            with quiet_onnxruntime():
                 quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
         except Exception as exc2:
             raise QuantizationError(f"onnxruntime quantization pre-processing failed: {exc2}") from exc2
@@ -139,7 +137,7 @@ def calibrate_ranges(model_path: Path, reader: Any, args: OrtStaticArguments, ca
         **args.calibrator,
     )
     try:
-        with _quiet():
+        with quiet_onnxruntime():
             calibrator.collect_data(counting)
             ranges = calibrator.compute_data()
     except CalibrationError:
@@ -167,7 +165,7 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     reader = request.make_reader() if request.scheme.calibration_method == "minmax" else UniformBatchReader(request.make_reader)
     batches = calibrate_ranges(prepared, reader, args, cache)
     try:
-        with _quiet():
+        with quiet_onnxruntime():
             quantize_static(
                 str(prepared),
                 str(request.out_path),
@@ -199,16 +197,3 @@ class _CountingReader:
 
     def rewind(self) -> None:
         self.reader.rewind()
-
-
-@contextlib.contextmanager
-def _quiet():
-    """onnxruntime's quantization tools print and log freely; keep that out of the user's terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
