@@ -149,3 +149,15 @@ def test_validation_failure_exits_1_and_still_writes_outputs(sample_dir, tmp_pat
     assert "error: validation failed: sqnr_db" in err and ">= 200: FAIL" in err
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "fail" and (out / "model.onnx").exists()
+
+
+def test_fail_if_slower_adds_a_speed_check(sample_dir, tmp_path, capsys):
+    out = tmp_path / "speed"
+    code = main(["export", str(sample_dir / "digits_cnn.pt2"), "--calib", str(sample_dir / "calib.npz"),
+                 "--out", str(out), "--fail-if-slower", "--latency-repeats", "30"])
+    report = json.loads((out / "report.json").read_text())
+    (check,) = [c for c in report["validation"]["checks"] if c["figure"] == "speedup_vs_float"]
+    assert check["threshold"] == 1.0 and check["measured"] == report["measurements"]["speedup_vs_float"]
+    assert check["passed"] == (check["measured"] >= 1.0)
+    assert code == (0 if check["passed"] else 1), capsys.readouterr().err
+    assert bool(report["warnings"]) == (not check["passed"])
