@@ -201,6 +201,7 @@ def compress_stage(run: ExportRun) -> None:
         seed=run.plan.data.seed,
         work_dir=run.work_dir,
         checkpoint_dir=checkpoint_dir(run.plan),
+        quantization=run.plan.target.quantization,
         batch_size=run.plan.data.batch_size,
     )
     if run.model_format in ("torchscript", "exported_program"):

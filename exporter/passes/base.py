@@ -28,6 +28,7 @@ if typing.TYPE_CHECKING:
 
     from calibration.samples import SampleSet
     from exporter.inputs import InputSpec
+    from targets.profile import QuantScheme
 
 
 def setting(default: Any, help: str, **kwargs: Any) -> Any:
@@ -109,7 +110,8 @@ class PassContext:
     bound to the model's input names (see `calibration.binding`); `val` is held out for measuring.
     `work_dir` is scratch space removed when the run ends. `checkpoint_dir` survives a failed or
     interrupted run (beside the output folder) so that training passes can `--resume`; it is
-    removed after a successful run.
+    removed after a successful run. `quantization` is the target's scheme (None outside the pipeline),
+    for passes that prepare for it.
     """
 
     example_inputs: tuple["torch.Tensor", ...]
@@ -120,6 +122,7 @@ class PassContext:
     seed: int = 0
     work_dir: Path | None = None
     checkpoint_dir: Path | None = None
+    quantization: "QuantScheme | None" = None
     batch_size: int = 32
 
 

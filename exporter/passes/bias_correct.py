@@ -31,8 +31,8 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class BiasCorrectConfig(PassConfig):
     """Settings of empirical bias correction; match them to the target's quantization scheme."""
 
-    reduce_range: bool = setting(True, "simulate 7-bit weights, as targets with quantization.reduce_range do (cpu-int8)")
-    per_channel: bool = setting(True, "simulate per-output-channel weight scales (quantization.per_channel)")
+    reduce_range: bool | None = setting(None, "simulate 7-bit weights; none = as the target's quantization.reduce_range")
+    per_channel: bool | None = setting(None, "simulate per-output-channel weight scales; none = as the target's quantization.per_channel")
     max_samples: int = setting(256, "calibration samples used to measure the shift")
     min_relative_shift: float = setting(
         0.0, "leave a layer alone when its largest shift is below this fraction of its output RMS"
@@ -62,7 +62,10 @@ class BiasCorrect(CompressionPass):
             note = "bias correction needs calibration data (--calib): nothing changed"
             return PassResult(model, skipped=[{"layer": "<model>", "reason": note}], notes=[note])
         layers = {name: m for name, m in model.named_modules() if isinstance(m, (*_CONV, nn.Linear))}
-        deltas = {name: quantized_weight(m.weight, config.reduce_range, config.per_channel) - m.weight for name, m in layers.items()}
+        scheme = ctx.quantization
+        reduce_range = config.reduce_range if config.reduce_range is not None else (scheme.reduce_range if scheme else True)
+        per_channel = config.per_channel if config.per_channel is not None else (scheme.per_channel if scheme else True)
+        deltas = {name: quantized_weight(m.weight, reduce_range, per_channel) - m.weight for name, m in layers.items()}
         stats = {name: _ShiftStats() for name in layers}
         hooks = [m.register_forward_hook(_hook(stats[name], deltas[name])) for name, m in layers.items()]
         samples = 0
@@ -104,7 +107,7 @@ class BiasCorrect(CompressionPass):
                 }
             )
         notes = [f"{len(changes)} layer(s) corrected on {samples} calibration sample(s)"]
-        return PassResult(model, changes=changes, skipped=skipped, notes=notes, summary={"corrected": len(changes), "samples": samples})
+        return PassResult(model, changes=changes, skipped=skipped, notes=notes, summary={"corrected": len(changes), "samples": samples, "reduce_range": reduce_range, "per_channel": per_channel})
 
 
 def quantized_weight(weight: torch.Tensor, reduce_range: bool = True, per_channel: bool = True) -> torch.Tensor:

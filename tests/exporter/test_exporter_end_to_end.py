@@ -161,3 +161,17 @@ def test_fail_if_slower_adds_a_speed_check(sample_dir, tmp_path, capsys):
     assert check["passed"] == (check["measured"] >= 1.0)
     assert code == (0 if check["passed"] else 1), capsys.readouterr().err
     assert bool(report["warnings"]) == (not check["passed"])
+
+
+def test_inspect_lists_worst_layers_by_module_name(sample_export, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(sample_export.out_dir, run_dir)
+    assert main(["inspect", str(run_dir), "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3
+    assert any(name in text for name in ("features.", "classifier."))
+    assert (run_dir / "layers.svg").read_text().lstrip().startswith("<svg")
+    assert "features." in (run_dir / "layers.md").read_text()
