@@ -26,6 +26,9 @@ Bounded by `budget.max_trials` and `budget.max_minutes` (a trial is not started 
 one so far would overrun). The outcome is always the best model found: among passing trials the
 fastest (latency measured at batch 1, one thread; within 5 % and 0.02 ms counts as a tie, then
 fewer float layers win), else the one closest to passing, and the notes say which and why.
+
+The graph side of the units (troublemakers, tensor neighbourhoods) is `exporter.accuracy.units`;
+re-quantizing a trial (calibration caches, the per-tensor mix) is `exporter.accuracy.requantize`.
 """
 
 from __future__ import annotations
@@ -41,28 +44,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 
-from calibration.uniform_reader import UniformBatchReader
-from exporter.quiet import quiet_onnxruntime
 from exporter.accuracy.budget import AccuracyBudget
 from exporter.accuracy.modules import node_module_map
+from exporter.accuracy.requantize import PER_TENSOR, Requantizer
 from exporter.accuracy.sensitivity import DB_LIMIT, TRANSPARENT_OPS, layer_sensitivity, node_ranking
+from exporter.accuracy.units import GraphIndex, input_dominated, troublemakers
 from exporter.inputs import InputSpec
 from targets.profile import QuantScheme, Tolerances
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-PER_TENSOR = "per_tensor"
 PRIOR_BONUS_DB = 6.0
 """Known troublemakers rank as if their isolated SQNR were this much lower."""
-INPUT_MARGIN_DB = 3.0
-"""A layer whose input quantization is within this of its worst part also offers its input tensor as a unit."""
 MAX_TENSOR_GROUP = 16
-SMALL_CNN_LAYERS = 30
 WORSE_MARGIN = 0.05
 """Greedy keeps a unit in float unless the gate deficit grew by more than this fraction."""
 LATENCY_TIE = 0.05
 LATENCY_FLOOR_MS = 0.02
 """Passing candidates within 5 % (and 0.02 ms) of the fastest count as equally fast: timing noise."""
-MIX_SAMPLES = 64
 SENSITIVITY_BATCHES = 2
 
 
@@ -152,118 +149,12 @@ def gate_deficit(checks: Sequence[Any]) -> float:
     return round(total, 6)
 
 
-def troublemakers(model: onnx.ModelProto) -> dict[str, str]:
-    """Nodes known to suffer from int8 without measuring, with the reason (see the module docstring)."""
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    ops = {node.op_type for node in graph.node}
-    found: dict[str, str] = {}
-    if ops & {"Softmax", "LayerNormalization", "SimplifiedLayerNormalization"}:
-        for node in graph.node:
-            if node.op_type == "Softmax":
-                found[node.name] = "softmax of attention: int8 flattens small probabilities"
-            elif node.op_type in ("LayerNormalization", "SimplifiedLayerNormalization"):
-                found[node.name] = "layer normalization: per-tensor int8 of outlier features"
-            elif node.op_type == "MatMul" and not any(i in initializers for i in node.input):
-                found[node.name] = "attention product (activation x activation MatMul)"
-            elif node.op_type == "Add" and any(
-                c.op_type in ("LayerNormalization", "SimplifiedLayerNormalization") for c in consumers.get(node.output[0], [])
-            ):
-                found[node.name] = "residual Add feeding a normalization (outlier features)"
-    weighted = [
-        node
-        for node in graph.node
-        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and any(i in initializers for i in node.input[1:])
-    ]
-    if "Conv" in ops and not found and 0 < len(weighted) <= SMALL_CNN_LAYERS:
-        found.setdefault(weighted[0].name, "first layer of a small convolutional net")
-        found.setdefault(weighted[-1].name, "last layer of a small convolutional net")
-    return found
-
-
-def _input_dominated(row: dict) -> bool:
-    inputs = row.get("input_sqnr_db")
-    if inputs is None:
-        return False
-    others = [v for v in (row.get("weight_sqnr_db"), row.get("output_sqnr_db")) if v is not None]
-    return not others or inputs <= min(others) + INPUT_MARGIN_DB
-
-
-class _GraphIndex:
-    """Producers and consumers of a float graph, for building tensor units."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.nodes = {node.name: node for node in model.graph.node}
-        self.producer = {out: node for node in model.graph.node for out in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.initializers = {init.name for init in model.graph.initializer}
-
-    def output_group(self, name: str) -> list[str]:
-        """Node `name` and every consumer of its first output downstream through pass-through ops."""
-        node = self.nodes.get(name)
-        if node is None or not node.output:
-            return []
-        nodes, frontier, seen = [name], [node.output[0]], set()
-        while frontier:
-            current = frontier.pop()
-            for consumer in self.consumers.get(current, []):
-                if consumer.name in seen:
-                    continue
-                seen.add(consumer.name)
-                nodes.append(consumer.name)
-                if consumer.op_type in TRANSPARENT_OPS:
-                    frontier.extend(o for o in consumer.output if o)
-        return list(dict.fromkeys(nodes))
-
-    def producer_name(self, tensor: str) -> str:
-        node = self.producer.get(tensor)
-        return node.name if node is not None else ""
-
-    def tensor_groups(self, name: str) -> list[tuple[str, list[str]]]:
-        """For each activation input of node `name`: (source tensor, nodes keeping it float).
-
-        Up through pass-through ops to the tensor a real op produced; then its producer, those
-        pass-through ops, and every consumer downstream of it through pass-through ops.
-        """
-        node = self.nodes.get(name)
-        groups = []
-        for tensor in node.input if node is not None else []:
-            if not tensor or tensor in self.initializers:
-                continue
-            nodes: list[str] = []
-            producer = self.producer.get(tensor)
-            while producer is not None and producer.op_type in TRANSPARENT_OPS and producer.input:
-                tensor = producer.input[0]
-                producer = self.producer.get(tensor)
-            if producer is not None:
-                if producer.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
-                    continue
-                nodes.append(producer.name)
-            frontier, seen = [tensor], set()
-            while frontier:
-                current = frontier.pop()
-                for consumer in self.consumers.get(current, []):
-                    if consumer.name in seen:
-                        continue
-                    seen.add(consumer.name)
-                    nodes.append(consumer.name)
-                    if consumer.op_type in TRANSPARENT_OPS:
-                        frontier.extend(o for o in consumer.output if o)
-            groups.append((tensor, list(dict.fromkeys(nodes))))
-        return groups
-
-
 # --- the search --------------------------------------------------------------------------------
 
 
 class _Search:
+    """One run of the search: the trials so far, the ranking of units and the notes for the report."""
+
     def __init__(self, request: FallbackRequest) -> None:
         self.request = request
         self.budget = request.budget
@@ -276,7 +167,7 @@ class _Search:
         self.notes: list[str] = []
         self.sensitivity: list[dict] = []
         self.ranking: list[dict] = []
-        self.requantizer = _Requantizer(request, self.work_dir)
+        self.requantizer = Requantizer(request, self.work_dir)
         self.stop_reason = ""
 
     # -- driver
@@ -432,14 +323,14 @@ class _Search:
         for name, reason in priors.items():  # troublemakers the analysis could not measure
             if name not in seen and name in ops and ops[name] not in TRANSPARENT_OPS:
                 rows.append({"node": name, "op_type": ops[name], "module": modules.get(name, ""), "worst_sqnr_db": DB_LIMIT})
-        graph = _GraphIndex(model)
+        graph = GraphIndex(model)
         units: list[dict] = []
         tensors_seen: set[str] = set()
         for row in rows:
             name = row["node"]
             score = row["worst_sqnr_db"] - (PRIOR_BONUS_DB if name in priors else 0.0)
             units.append({"key": name, "nodes": [name], "score": round(score, 3), "why": self._why(row, priors.get(name)), "row": row})
-            if not _input_dominated(row):
+            if not input_dominated(row):
                 continue
             for source, nodes in graph.tensor_groups(name):
                 if source in tensors_seen or len(nodes) > MAX_TENSOR_GROUP:
@@ -469,7 +360,7 @@ class _Search:
         self.ranking = units
         return units
 
-    def _troublemaker_bundle(self, model, graph: "_GraphIndex", priors: dict[str, str], ranked: list[dict]) -> dict | None:
+    def _troublemaker_bundle(self, model, graph: GraphIndex, priors: dict[str, str], ranked: list[dict]) -> dict | None:
         """All known troublemakers as one unit, ranked by its worst measured member minus the bonus.
 
         Transformer encoders: the neighbourhood of every normalization (its input and output tensors
@@ -779,208 +670,6 @@ class _Search:
         row = unit["row"]
         name = row.get("module") or unit["key"]
         return name + (f" ({len(unit['nodes'])} nodes)" if len(unit["nodes"]) > 1 else "")
-
-
-class _Requantizer:
-    """Re-quantizes the float model with a calibration method and a set of float nodes.
-
-    Static mode: pre-processing once, calibration once per method (kept as onnxruntime calibration
-    caches), then `quantize_static` from the cache for each trial, with the same translation of
-    the scheme as the static quantizer (`ort_static_arguments`). Other modes go through
-    `quantize_model` with `nodes_to_exclude`.
-    """
-
-    def __init__(self, request: FallbackRequest, work_dir: Path) -> None:
-        self.request = request
-        self.work_dir = work_dir
-        self.static = request.scheme.mode == "static"
-        self.caches: dict[str, Path] = {}
-        self.mix_note = ""
-        self._prepared: Path | None = None
-        self._modules: dict[str, str] | None = None
-        self._ops: dict[str, str] | None = None
-
-    @property
-    def prepared(self) -> Path:
-        """The float model after onnxruntime's pre-processing (what the quantizer actually reads)."""
-        if self._prepared is None:
-            from exporter.quantizers.static import preprocess_for_quantization
-
-            path = self.work_dir / "preprocessed.onnx"
-            preprocess_for_quantization(Path(self.request.float_path), path)
-            self._prepared = path
-        return self._prepared
-
-    def module_of(self, node: str) -> str:
-        if self._modules is None:
-            self._modules = node_module_map(self.prepared)
-        return self._modules.get(node, "")
-
-    def op_of(self, node: str) -> str:
-        if self._ops is None:
-            model = onnx.load(str(self.prepared), load_external_data=False)
-            self._ops = {n.name: n.op_type for n in model.graph.node}
-        return self._ops.get(node, "")
-
-    def weight_bytes(self) -> dict[str, tuple[int, int]]:
-        """Per node: (float bytes of its weights, bytes saved by int8) — what keeping it float costs."""
-        model = onnx.load(str(self.prepared), load_external_data=False)
-        inits = {init.name: init for init in model.graph.initializer}
-        result = {}
-        for node in model.graph.node:
-            total = saved = 0
-            for name in node.input:
-                init = inits.get(name)
-                if init is None:
-                    continue
-                size = int(np.prod(init.dims)) * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
-                total += size
-                if len(init.dims) >= 2:  # weights go to 8 bits; biases to int32 (no saving)
-                    saved += size - int(np.prod(init.dims))
-            result[node.name] = (total, saved)
-        return result
-
-    def quantize(self, method: str, excluded: list[str], out: Path, number: int) -> tuple[list[str], list[str]]:
-        """Quantize with `excluded` in float and pin them float for run time (`exporter.accuracy.pin`);
-        returns the float set and the layers pinned."""
-        from exporter.accuracy.pin import pin_float_layers, runtime_requantized
-
-        self._quantize_once(method, excluded, out, number)
-        model = onnx.load(str(out))
-        pinned = pin_float_layers(model, runtime_requantized(model, set(excluded)))
-        if pinned:
-            onnx.save(model, str(out))
-        return list(excluded), pinned
-
-    def _quantize_once(self, method: str, excluded: list[str], out: Path, number: int) -> None:
-        if not self.static:
-            from exporter.quantizers import QuantizeRequest, quantize_model
-
-            scratch = self.work_dir / f"trial_{number:02d}_work"
-            scratch.mkdir(exist_ok=True)
-            quantize_model(
-                QuantizeRequest(
-                    float_path=Path(self.request.float_path),
-                    out_path=out,
-                    scheme=self.request.scheme,
-                    input_specs=self.request.input_specs,
-                    work_dir=scratch,
-                    make_reader=self.request.make_reader,
-                    nodes_to_exclude=tuple(excluded),
-                )
-            )
-            return
-        self._quantize_static(method, excluded, out, qdq=False)
-
-    def analysis_model(self, base: dict, out: Path) -> Path:
-        """A QDQ model of the base trial for the sensitivity analysis (the trial itself when it is QDQ)."""
-        if self.static and (self.request.scheme.format != "qdq" or not base["path"] or not Path(base["path"]).exists()):
-            self._quantize_static(base["calibration"], base["excluded"], out, qdq=True)
-            return out
-        return Path(base["path"])
-
-    def _quantize_static(self, method: str, excluded: list[str], out: Path, qdq: bool) -> None:
-        from onnxruntime.quantization import QuantFormat, quantize_static
-
-        from exporter.errors import QuantizationError
-        from exporter.quantizers.static import ort_static_arguments
-
-        cache = self.cache(method)
-        args_method = "minmax" if method == PER_TENSOR else method
-        scheme = dataclasses.replace(self.request.scheme, calibration_method=args_method)
-        arguments = dict(ort_static_arguments(scheme, tuple(excluded)).quantize)
-        if qdq:
-            arguments["quant_format"] = QuantFormat.QDQ
-        try:
-            with quiet_onnxruntime():
-                quantize_static(
-                    str(self.prepared), str(out), calibration_data_reader=None, calibration_cache_path=str(cache), **arguments
-                )
-        except Exception as exc:
-            raise QuantizationError(f"onnxruntime quantize_static failed: {type(exc).__name__}: {exc}") from exc
-
-    def cache(self, method: str) -> Path:
-        """The calibration cache for `method` (computed on first use)."""
-        if method in self.caches:
-            return self.caches[method]
-        path = self.work_dir / f"calibration.{method}.json"
-        path.unlink(missing_ok=True)
-        if method == PER_TENSOR:
-            self._mix_cache(path)
-        else:
-            from exporter.quantizers.static import calibrate_ranges, ort_static_arguments
-
-            scheme = dataclasses.replace(self.request.scheme, calibration_method=method)
-            reader = self.request.make_reader() if method == "minmax" else UniformBatchReader(self.request.make_reader)
-            calibrate_ranges(self.prepared, reader, ort_static_arguments(scheme), path)
-        self.caches[method] = path
-        return path
-
-    def _mix_cache(self, path: Path) -> None:
-        """Per tensor, the range (MinMax / Entropy / Percentile) with the lowest quantize-dequantize
-        error on the calibration data (at most `MIX_SAMPLES` samples); saved as a MinMax cache."""
-        from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, load_tensors_data, save_tensors_data
-
-        # The methods calibrated so far (MinMax always: it is cheap), so the mix costs no new calibration.
-        available = [m for m in CALIBRATION_METHODS if m in self.caches or m == "minmax"]
-        ranges = {m: load_tensors_data(self.cache(m)).data for m in available}
-        errors = _range_errors(self.prepared, self.request.make_reader(), ranges, self.request.scheme, self.work_dir)
-        chosen: dict[str, TensorData] = {}
-        counts = {m: 0 for m in available}
-        own = self.request.scheme.calibration_method
-        for name in ranges["minmax"]:
-            per_method = {m: e for m, e in errors.get(name, {}).items() if name in ranges[m]}
-            method = own if own in ranges else "minmax"
-            if per_method:
-                method = min(per_method, key=lambda m: (per_method[m], m != own))
-            low, high = ranges[method][name].range_value
-            chosen[name] = TensorData(lowest=np.asarray(low, dtype=np.float32), highest=np.asarray(high, dtype=np.float32))
-            counts[method] += 1
-        save_tensors_data(TensorsData(CalibrationMethod.MinMax, chosen), path)
-        self.mix_note = ", ".join(f"{n} {m}" for m, n in counts.items() if n)
-
-
-def _range_errors(model_path: Path, reader: Any, ranges: dict[str, dict], scheme: QuantScheme, work_dir: Path) -> dict[str, dict[str, float]]:
-    """Mean squared quantize-dequantize error of each calibrated tensor under each method's range."""
-    import onnxruntime as ort
-    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
-    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
-
-    qtype = getattr(onnx.TensorProto, scheme.activation_type.upper())
-    qmin, qmax = get_qmin_qmax_for_qType(qtype, symmetric=scheme.activation_symmetric)
-    params: dict[str, dict[str, tuple[float, float]]] = {}
-    for method, data in ranges.items():
-        for name, tensor in data.items():
-            low, high = (np.asarray(v, dtype=np.float32).reshape(-1)[0] for v in tensor.range_value)
-            zero, scale = compute_scale_zp(low, high, qmin, qmax, scheme.activation_symmetric)
-            params.setdefault(name, {})[method] = (float(np.asarray(scale).reshape(-1)[0]), float(np.asarray(zero).reshape(-1)[0]))
-    augmented = work_dir / "calibration_mix_augmented.onnx"
-    with quiet_onnxruntime():
-        modify_model_output_intermediate_tensors(str(model_path), str(augmented))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    suffix = "_ReshapedSavedOutput"
-    sums: dict[str, dict[str, float]] = {}
-    seen = 0
-    while seen < MIX_SAMPLES:
-        batch = reader.get_next()
-        if batch is None:
-            break
-        seen += len(next(iter(batch.values())))
-        for name, value in zip(names, session.run(None, batch)):
-            tensor = name[: -len(suffix)] if name.endswith(suffix) else name
-            if tensor not in params:
-                continue
-            x = np.asarray(value, dtype=np.float64)
-            for method, (scale, zero) in params[tensor].items():
-                q = np.clip(np.round(x / scale) + zero, float(qmin), float(qmax))
-                error = float(np.sum(((q - zero) * scale - x) ** 2))
-                sums.setdefault(tensor, {}).setdefault(method, 0.0)
-                sums[tensor][method] += error
-    return sums
 
 
 def _sqnr(trial: dict) -> float:

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from exporter.accuracy.budget import AccuracyBudget
 from calibration.uniform_reader import UniformBatchReader
-from exporter.accuracy.fallback import FallbackRequest, gate_deficit, search_fallback, troublemakers
+from exporter.accuracy.fallback import FallbackRequest, gate_deficit, search_fallback
+from exporter.accuracy.units import troublemakers
 from exporter.validate import GateCheck, check_gate
 
 
@@ -106,9 +107,9 @@ def test_calibration_methods_are_tried_first(tiny_range, tmp_path) -> None:
 def test_per_tensor_mix_takes_each_range_from_some_method(tiny_range, tmp_path) -> None:
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    from exporter.accuracy.fallback import PER_TENSOR, _Requantizer
+    from exporter.accuracy.requantize import PER_TENSOR, Requantizer
 
-    requantizer = _Requantizer(request_for(tiny_range, AccuracyBudget(), tmp_path), tmp_path)
+    requantizer = Requantizer(request_for(tiny_range, AccuracyBudget(), tmp_path), tmp_path)
     caches = {m: load_tensors_data(requantizer.cache(m)).data for m in ("minmax", "percentile")}
     mixed = load_tensors_data(requantizer.cache(PER_TENSOR)).data
     assert set(mixed) == set(caches["minmax"])
