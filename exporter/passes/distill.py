@@ -111,22 +111,7 @@ class DistillPass(CompressionPass):
         from exporter.training import run_recovery
 
         config: DistillConfig = self.config
-        settings = TrainSettings(
-            epochs=config.epochs,
-            minutes=config.minutes,
-            lr=config.lr,
-            optimizer=config.optimizer,
-            schedule=config.schedule,
-            weight_decay=config.weight_decay,
-            batch_size=config.batch_size,
-            loss=config.loss,
-            temperature=config.temperature,
-            alpha=config.alpha,
-            batchnorm=config.batchnorm,
-            seed=ctx.seed if config.seed is None else config.seed,
-            teacher_device=config.teacher_device,
-            student_device=config.student_device,
-        )
+        settings = TrainSettings.from_config(config, seed=ctx.seed)
         rendezvous = Rendezvous(
             nproc=config.nproc, nnodes=config.nnodes, node_rank=config.node_rank, endpoint=config.rdzv_endpoint
         )

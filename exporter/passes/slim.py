@@ -106,21 +106,13 @@ class SlimPass(CompressionPass):
         from exporter.training.losses import scale_layers
 
         config: SlimConfig = self.config
-        settings = TrainSettings(
-            epochs=config.epochs,
-            minutes=config.minutes,
-            lr=config.lr,
-            optimizer=config.optimizer,
-            schedule=config.schedule,
-            batch_size=config.batch_size,
-            temperature=config.temperature,
-            alpha=config.alpha,
+        settings = TrainSettings.from_config(
+            config,
+            seed=ctx.seed,
             l1_penalty=config.penalty,
-            keep="last",
             l1_normalized=config.normalize,
             batchnorm="train" if config.normalize else "frozen",
-            scale_lr=config.scale_lr,
-            seed=ctx.seed if config.seed is None else config.seed,
+            keep="last",
         )
         scales_before = {name: _scale_figures(module) for name, module in scale_layers(model)}
         run = run_recovery(

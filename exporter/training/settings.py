@@ -59,6 +59,15 @@ class TrainSettings:
             return self.epochs
         return DEFAULT_EPOCHS if self.minutes is None else None
 
+    @classmethod
+    def from_config(cls, config: Any, seed: int, **overrides: Any) -> "TrainSettings":
+        """Settings from a pass config: every field the two share by name, `seed` unless the config
+        sets one, then `overrides` (for fields a pass names differently)."""
+        shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(config)}
+        values = {name: getattr(config, name) for name in shared}
+        values["seed"] = seed if values.get("seed") is None else values["seed"]
+        return cls(**{**values, **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for the worker's job file and the checkpoint fingerprint)."""
         return dataclasses.asdict(self)
