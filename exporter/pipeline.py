@@ -7,7 +7,6 @@ output folder until every stage has run (see `exporter.outputs`).
 
 from __future__ import annotations
 
-import json
 import shutil
 import logging
 import time
@@ -444,8 +443,3 @@ def _check_model_accepts(run: ExportRun) -> None:
         raise CalibrationError(
             f"the model rejects input {shapes}: {first} (check --input-shape and the calibration data)"
         ) from None
-
-
-def plan_summary(plan: Plan) -> str:
-    """The resolved plan as pretty JSON (what `--dry-run` prints)."""
-    return json.dumps(plan.to_dict(), indent=2, default=str)
