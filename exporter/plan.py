@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "latency_repeats": 20,
     "fail_if_slower": False,
     "accuracy_budget": None,
+    "search": True,
+    "search_minutes": None,
     "force": False,
 }
 
@@ -99,6 +101,8 @@ class Plan:
     latency_repeats: int = 20
     fail_if_slower: bool = False
     accuracy_budget: dict[str, Any] | None = None
+    search: bool = True
+    search_minutes: float | None = None
     force: bool = False
     settings: tuple[tuple[str, Any], ...] = ()
 
@@ -204,6 +208,8 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         latency_repeats=_positive_int(s["latency_repeats"], "latency_repeats"),
         fail_if_slower=bool(s["fail_if_slower"]),
         accuracy_budget=budget,
+        search=bool(s["search"]) and s["search_minutes"] != 0,
+        search_minutes=_search_minutes(s["search_minutes"]),
         force=bool(s["force"]),
         settings=tuple(
             sorted(
@@ -218,6 +224,19 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         ),
     )
     return plan
+
+
+def _search_minutes(value: Any) -> float | None:
+    """`--search-minutes`: None (scaled to the model), 0 (search off) or a positive number of minutes."""
+    if value is None:
+        return None
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        raise PlanError(f"bad --search-minutes {value!r}: expected a number of minutes (0 turns the search off)") from None
+    if minutes < 0 or minutes != minutes:
+        raise PlanError(f"bad --search-minutes {value!r}: expected 0 (off) or a positive number of minutes")
+    return minutes
 
 
 def build_passes(items: list[dict[str, Any]] | tuple) -> tuple[PassStep, ...]:
