@@ -2,7 +2,8 @@
 
 Formats, decided by looking inside the file (never by its extension):
 - TorchScript archive (zip with `code/` and `constants.pkl`) -> `torch.jit.load`;
-- `torch.export` program (zip with `archive_format` and `models/`) -> `torch.export.load(...).module()`;
+- `torch.export` program (zip with `archive_format` and `models/`) -> `torch.export.load(...).module()`, after
+  `exporter.pt2_archive.check_archive` made sure loading it runs no code from the file (unless `--trust-pickle`);
 - a `torch.save`d state dict -> needs `--model-class pkg.module:ClassOrFactory` (and `--model-kwargs`);
 - a `torch.save`d whole `nn.Module` -> unpickling runs code, so only with `--trust-pickle`.
 """
@@ -54,11 +55,15 @@ class ModelSource:
 
 @dataclass
 class LoadedModel:
-    """A loaded model in eval mode, the format it came from, and its forward argument names."""
+    """A loaded model in eval mode, the format it came from, and its forward argument names.
+
+    `program` is the `torch.export.ExportedProgram` when the file was a `.pt2` (None otherwise).
+    """
 
     module: Any
     format: str
     input_names: list[str]
+    program: Any = None
 
 
 def parse_model_kwargs(text: str | dict | None) -> tuple[tuple[str, Any], ...]:
@@ -125,10 +130,51 @@ def load_model(source: ModelSource) -> LoadedModel:
             module = _guard(lambda: torch.jit.load(str(path), map_location="cpu"), path, "TorchScript archive")
             return LoadedModel(module.eval(), TORCHSCRIPT, _torchscript_input_names(module))
         if kind == EXPORTED_PROGRAM:
-            program = _guard(lambda: torch.export.load(str(path)), path, "torch.export program")
-            module = program.module()
-            return LoadedModel(module, EXPORTED_PROGRAM, _signature_names(module.forward))
+            program = load_exported_program(path, source.trust_pickle)
+            module = _guard(program.module, path, "torch.export program")
+            return LoadedModel(module, EXPORTED_PROGRAM, _signature_names(module.forward), program=program)
         return _load_torch_save(path, source)
+
+
+def load_exported_program(path: Path, trust_pickle: bool = False):
+    """`torch.export.load` of `path`; without `trust_pickle` the archive is first checked to run no code.
+
+    The file is read once and torch loads the very bytes that were checked.
+    """
+    import io
+
+    import torch
+
+    from exporter.pt2_archive import check_archive
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not trust_pickle:
+        check_archive(data, path)
+    with _quiet_torch_loading():
+        return _guard(lambda: torch.export.load(io.BytesIO(data)), path, "torch.export program")
+
+
+def _quiet_torch_loading():
+    """torch.export.load logs a full traceback before raising; the `LoadError` says it in one line."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def quiet():
+        loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+    return quiet()
 
 
 def _load_torch_save(path: Path, source: ModelSource) -> LoadedModel:
