@@ -6,13 +6,19 @@ with its epoch and figures, the history, the samples seen and the seconds spent,
 fingerprint of the run (data size, student shapes and starting weights, training settings that
 change the result). Resuming with a different fingerprint raises `CompressionError` naming the
 first difference, because continuing it would train a different student than the one asked for.
-Checkpoints are our own files, written by this code, so loading them with `weights_only=False`
-is safe.
+
+The checkpoint folder sits beside the output folder, where others may be able to write, so a
+checkpoint is never unpickled: it holds only tensors and plain data, loads with `weights_only=True`,
+and must match the sha256 digest (`checkpoint.sha256`) that the run which wrote it left beside it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from torch import nn
 from exporter.errors import CompressionError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+DIGEST_NAME = "checkpoint.sha256"
 FORMAT_VERSION = 1
 
 # Settings that do not change the trained student, so a resume may change them (e.g. more minutes).
@@ -61,24 +68,67 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `<folder>/checkpoint.pt` atomically (a crash mid-write keeps the old file)."""
+    """Write `state` to `<folder>/checkpoint.pt` atomically, with its sha256 digest beside it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CHECKPOINT_NAME
-    temporary = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT_VERSION, **state}, temporary)
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **_plain(state)}, buffer)
+    data = buffer.getvalue()
+    _write_atomically(folder / DIGEST_NAME, (hashlib.sha256(data).hexdigest() + "\n").encode())
+    _write_atomically(path, data)
     return path
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """The saved state in `folder`, or None when there is none; an unreadable file raises `CompressionError`."""
+    """The saved state in `folder`, or None when there is none; a foreign or unreadable file raises `CompressionError`.
+
+    Nothing is unpickled: the file must match the digest its run wrote and load with `weights_only=True`.
+    """
     path = folder / CHECKPOINT_NAME
     if not path.is_file():
         return None
+    data = path.read_bytes()
+    digest_path = folder / DIGEST_NAME
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        expected = digest_path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        expected = ""
+    if not hmac.compare_digest(expected, hashlib.sha256(data).hexdigest()):
+        raise CompressionError(
+            f"checkpoint {path} does not match the digest {digest_path.name} its run wrote (changed by someone else, "
+            "or the run died while saving): delete the folder or drop --resume"
+        )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a truncated or foreign file
-        raise CompressionError(f"cannot read checkpoint {path}: {exc}; delete it or drop --resume") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CompressionError(f"cannot read checkpoint {path} without unpickling it ({first}): delete it or drop --resume") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CompressionError(f"checkpoint {path} has an unknown format: delete it or drop --resume")
     return state
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _plain(value: Any) -> Any:
+    """`value` with numpy scalars and arrays turned into Python numbers and tensors (what `weights_only` loads)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        plain = type(value)((k, _plain(v)) for k, v in value.items()) if isinstance(value, OrderedDict) else {
+            k: _plain(v) for k, v in value.items()}
+        if hasattr(value, "_metadata"):
+            plain._metadata = value._metadata  # state dicts carry module versions
+        return plain
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    return value
