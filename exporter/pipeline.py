@@ -112,13 +112,16 @@ def run_export(plan: Plan) -> ExportResult:
         run = ExportRun(plan=plan, outputs=outputs, work_dir=Path(work))
         try:
             for stage in (load_stage, data_stage, compress_stage, export_stage, quantize_stage,
-                          accuracy_stage, package_stage, measure_stage):
+                          accuracy_stage, package_stage, measure_stage, runtime_stage):
                 with run.stage(stage.__name__.removesuffix("_stage")):
                     stage(run)
             from exporter.report import build_report, write_report
 
             report = build_report(run)
             write_report(run, report)
+            from exporter.report_html import write_html_report
+
+            write_html_report(run.outputs.path("report.html"), report)
             files = outputs.commit()
             shutil.rmtree(checkpoint_dir(plan), ignore_errors=True)
         except BaseException:
@@ -343,6 +346,13 @@ def measure_stage(run: ExportRun) -> None:
     if run.plan.fail_if_slower and run.quant_info.mode != "none":
         ratio = run.measurements["speedup_vs_float"]
         run.checks.append(GateCheck("speedup_vs_float", ratio, 1.0, ">=", ratio >= 1.0))
+
+
+def runtime_stage(run: ExportRun) -> None:
+    """Golden vectors beside the model (for apps on any runtime), then the target's own runtime if not onnxruntime."""
+    from exporter.golden import write_run_golden
+
+    write_run_golden(run)
 
 
 def _quantize_request(run: ExportRun):
