@@ -213,7 +213,8 @@ def write_run_golden(run) -> GoldenSet:
     """
     from exporter.runtime import session_for
 
-    reference = run.export_reference or run.reference
+    exported = getattr(getattr(run, "evaluator", None), "exported", None) or getattr(run, "export_reference", None)
+    batches = reference_batches(exported or run.reference)
     batch = 1 if run.plan.target.dynamic_batch else int(run.specs[0].shape[0])
     session = session_for(run.final_path, threads=1)
     preprocess = _image_preprocess(run.plan.data)
@@ -221,11 +222,11 @@ def write_run_golden(run) -> GoldenSet:
         run.outputs.staging,
         model_file=run.final_path.name,
         session_run=lambda feed: session.run(None, feed)[0],
-        feeds=[feed for feed, _, _ in reference],
-        reference=[out for _, out, _ in reference],
+        feeds=[feed for feed, _ in batches],
+        reference=[out for _, out in batches],
         checks=run.checks,
         batch=batch,
-        reference_model="compressed PyTorch model (after the passes)" if run.export_reference else "original PyTorch model",
+        reference_model="compressed PyTorch model (after the passes)" if exported else "original PyTorch model",
         figures=figures,
         preprocess=preprocess,
     )
@@ -251,11 +252,32 @@ def _image_preprocess(data) -> dict[str, Any]:
 
 
 def figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """The gate's figures of `candidate` against `reference` (same definitions as the gate and the JS samples)."""
-    from exporter.metrics import OutputComparison
+    """The figures golden vectors are checked with (the gate's definitions; samples/common/golden.mjs mirrors them).
 
-    comparison = OutputComparison()
-    comparison.add(reference, candidate)
-    summary = comparison.summary()
-    keys = ("samples", "max_abs_error", "mean_abs_error", "cosine", "sqnr_db", "top1_agreement")
-    return {k: summary.get(k) for k in keys}
+    max/mean absolute error; cosine: mean over samples of the cosine between flattened rows; SQNR:
+    10 log10(sum ref^2 / sum (ref - cand)^2) in dB; top-1 agreement for 2-D outputs with several columns.
+    """
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    cand = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
+    diff = np.abs(ref - cand)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    same = np.all(ref == cand, axis=1)
+    cos = np.where(norms > 0, np.sum(ref * cand, axis=1) / np.maximum(norms, 1e-300), np.where(same, 1.0, 0.0))
+    noise, signal = float(np.sum((ref - cand) ** 2)), float(np.sum(ref**2))
+    sqnr = float("inf") if noise == 0 else float("-inf") if signal == 0 else float(10 * np.log10(signal / noise))
+    classifier = np.ndim(reference) == 2 and np.shape(reference)[1] > 1
+    return {
+        "samples": int(len(ref)),
+        "max_abs_error": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
+        "cosine": float(np.mean(cos)),
+        "sqnr_db": sqnr,
+        "top1_agreement": float(np.mean(ref.argmax(1) == cand.argmax(1))) if classifier else None,
+    }
+
+
+def reference_batches(reference) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """(feed, first output) per validation batch, from the run's reference outputs (either representation)."""
+    if hasattr(reference, "batches"):
+        return [(b.feed, np.asarray(b.outputs[0])) for b in reference.batches]
+    return [(feed, np.asarray(out)) for feed, out, _ in reference]
