@@ -94,6 +94,7 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accuracy-budget", metavar="GOAL", help="keep sensitive layers in float until the goal is met: auto, agreement=0.99, accuracy_drop=0.5pt,trials=8,minutes=2")
     p.add_argument("--no-search", dest="search", action="store_false", default=None, help="do not search for a faster or more faithful int8/float mix when plain int8 misses the gate or is slower than float")
     p.add_argument("--search-minutes", type=float, metavar="M", help="time budget of that search in minutes; 0 turns it off (default: scaled to the model)")
+    p.add_argument("--output-kind", action="append", metavar="[OUTPUT=]KIND", help="what an output is, when detection guesses wrong: logits, probabilities, probability, embedding, regression; OUTPUT=KIND for one output of several (default: detected from the outputs)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars (default: only on a terminal)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail")

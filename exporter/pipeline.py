@@ -52,9 +52,10 @@ class ExportRun:
     quant_info: Any = None
     fallback: Any = None
     packages: list = field(default_factory=list)
-    float_summary: dict = field(default_factory=dict)
-    final_summary: dict = field(default_factory=dict)
-    gate_summary: dict = field(default_factory=dict)
+    evaluator: Any = None  # exporter.evaluation.Evaluator: reference outputs, output kinds, figures
+    float_figures: Any = None  # exporter.figures.Figures of the float ONNX against the original model
+    final_figures: Any = None  # the final file against the original model
+    gate_figures: Any = None  # the final file against the exported model: what the gate judges
     checks: list = field(default_factory=list)
     measurements: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -180,9 +181,12 @@ def data_stage(run: ExportRun) -> None:
             f"no held-out data: validated on {RANDOM_VALIDATION_SAMPLES} random inputs; pass --calib or --val for real figures"
         )
     _check_model_accepts(run)
-    from exporter.validate import reference_outputs
+    from exporter.evaluation import Evaluator
 
-    run.reference = reference_outputs(run.original, run.val, run.specs, data.batch_size)
+    fixed = None if plan.target.dynamic_batch else run.specs[0].shape[0]
+    run.evaluator = Evaluator.build(run.original, run.val, run.specs, data.batch_size, plan.target.tolerances,
+                                    overrides=plan.output_kinds, fixed_batch=fixed)
+    run.reference = run.evaluator.original
 
 
 def compress_stage(run: ExportRun) -> None:
@@ -244,15 +248,16 @@ def quantize_stage(run: ExportRun) -> None:
     from exporter.quantizers import quantize_model
 
     run.quant_info = quantize_model(_quantize_request(run))
-    run.gate_summary = _evaluate(run, run.final_path)
-    run.final_summary = _versus_original(run, run.final_path, run.gate_summary)
+    evaluator = run.evaluator
+    if run.export_reference:
+        evaluator.use_exported(run.export_reference)
+    run.gate_figures = evaluator.onnx(run.final_path)
+    run.final_figures = evaluator.onnx(run.final_path, versus="original") if run.export_reference else run.gate_figures
     if run.plan.target.quantization.mode == "none":
-        run.float_summary = dict(run.final_summary)
+        run.float_figures = run.final_figures
     else:
-        run.float_summary = _evaluate(run, run.float_path, run.reference)
-    from exporter.validate import check_gate
-
-    run.checks = check_gate(run.gate_summary, run.plan.target.tolerances)
+        run.float_figures = evaluator.onnx(run.float_path, versus="original")
+    run.checks = evaluator.gate(run.gate_figures)
 
 
 def accuracy_stage(run: ExportRun) -> None:
@@ -261,7 +266,7 @@ def accuracy_stage(run: ExportRun) -> None:
         return
     from exporter.accuracy.budget import AccuracyBudget
     from exporter.accuracy.fallback import FallbackRequest, search_fallback
-    from exporter.validate import check_gate
+    from exporter.figures import Figures
 
     budget = AccuracyBudget.from_settings(run.plan.accuracy_budget)
     if run.passed and budget.goal_met_by(run.checks):
@@ -274,19 +279,19 @@ def accuracy_stage(run: ExportRun) -> None:
             scheme=run.plan.target.quantization,
             input_specs=run.specs,
             make_reader=_quantize_request(run).make_reader,
-            evaluate=lambda path: _evaluate(run, path),
+            evaluate=run.evaluator.gate_summary,
             tolerances=run.plan.target.tolerances,
             budget=budget,
             work_dir=run.work_dir / "fallback",
             baseline_path=baseline,
-            baseline_summary=run.gate_summary,
+            baseline_summary=run.gate_figures.to_dict(),
         )
     )
     if run.fallback.best_path != baseline:
         run.final_path.write_bytes(Path(run.fallback.best_path).read_bytes())
-        run.gate_summary = dict(run.fallback.best_summary)
-        run.final_summary = _versus_original(run, run.final_path, run.gate_summary)
-    run.checks = check_gate(run.gate_summary, budget.tolerances(run.plan.target.tolerances))
+        run.gate_figures = Figures.from_dict(run.fallback.best_summary)
+        run.final_figures = run.evaluator.onnx(run.final_path, versus="original") if run.export_reference else run.gate_figures
+    run.checks = run.evaluator.gate(run.gate_figures, budget.tolerances(run.plan.target.tolerances))
 
 
 def package_stage(run: ExportRun) -> None:
@@ -370,37 +375,6 @@ def _quantize_request(run: ExportRun):
         work_dir=run.work_dir,
         make_reader=make_reader,
     )
-
-
-def _evaluate(run: ExportRun, path: Path, reference: list | None = None) -> dict:
-    """Figures of an ONNX file for the gate.
-
-    Agreement, cosine, SQNR and errors compare with `reference` (default: the PyTorch model that was
-    exported, i.e. after compression passes: the quantization loss); `reference_accuracy` is always
-    the original model's, so `accuracy_drop` is end to end.
-    """
-    from exporter.validate import compare_onnx
-
-    reference = reference if reference is not None else (run.export_reference or run.reference)
-    if not run.plan.target.dynamic_batch:
-        size = run.specs[0].shape[0]
-        reference = [(_fixed_batch(f, run.specs), out[:size], None if lab is None else lab[:size]) for f, out, lab in reference]
-    summary = compare_onnx(path, reference, desc=f"validating {path.name}")
-    if summary.get("reference_accuracy") is not None:
-        summary["reference_accuracy"] = _original_accuracy(run)
-    return summary
-
-
-def _versus_original(run: ExportRun, path: Path, gate_summary: dict) -> dict:
-    """The final file against the original model (the same as the gate figures when no pass ran)."""
-    return dict(gate_summary) if not run.export_reference else _evaluate(run, path, run.reference)
-
-
-def _original_accuracy(run: ExportRun) -> float | None:
-    outputs = [(out, lab) for _, out, lab in run.reference if lab is not None]
-    if not outputs or outputs[0][0].ndim != 2:
-        return None
-    return float(np.mean(np.concatenate([o.argmax(1) for o, _ in outputs]) == np.concatenate([lab for _, lab in outputs])))
 
 
 def _fixed_batch(feed: dict[str, np.ndarray], specs: list[InputSpec], batch: int | None = None) -> dict[str, np.ndarray]:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import PlanError
+from exporter.figures import parse_output_kinds
 from exporter.inputs import parse_input_shape
+from exporter.settings import FilePath, coerce, setting_type_of
 from exporter.loading import ModelSource, parse_model_kwargs
 from targets import Target, get_target
 
@@ -53,8 +55,49 @@ DEFAULTS: dict[str, Any] = {
     "accuracy_budget": None,
     "search": True,
     "search_minutes": None,
+    "output_kind": [],
     "force": False,
 }
+
+
+# Declared types of the settings (`exporter.settings.coerce` applies them to every source); a setting
+# not listed here has the type of its default (None and lists: checked by its own parser below).
+SETTING_TYPES: dict[str, Any] = {
+    "model": FilePath | None,
+    "target": FilePath,
+    "out": FilePath | None,
+    "model_class": str | None,
+    "trust_pickle": bool,
+    "calib": FilePath | None,
+    "val": FilePath | None,
+    "calib_samples": int | None,
+    "val_samples": int | None,
+    "val_fraction": float,
+    "batch_size": int,
+    "calib_method": str | None,
+    "image_preset": str | None,
+    "resize": int | None,
+    "crop": int | None,
+    "passes": list | tuple,
+    "exporter": str,
+    "opset": int | None,
+    "seed": int,
+    "latency_repeats": int,
+    "fail_if_slower": bool,
+    "accuracy_budget": dict | None,
+    "search_minutes": int | float | None,
+    "force": bool,
+}
+
+
+def typed_settings(settings: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """`settings` with every known setting converted to its declared type (`source` names where they came from)."""
+    suffix = f" in {source}" if source else ""
+    return {
+        key: coerce(value, SETTING_TYPES.get(key, setting_type_of(DEFAULTS[key])), f"{key}{suffix}")
+        if key in DEFAULTS and value is not None else value
+        for key, value in settings.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -103,6 +146,7 @@ class Plan:
     accuracy_budget: dict[str, Any] | None = None
     search: bool = True
     search_minutes: float | None = None
+    output_kinds: tuple[tuple[str, str], ...] = ()  # --output-kind: (output name or "" for all, kind)
     force: bool = False
     settings: tuple[tuple[str, Any], ...] = ()
 
@@ -144,7 +188,10 @@ def read_plan_file(path: str | Path) -> dict[str, Any]:
         raise PlanError(f"plan file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
     if not isinstance(data, dict):
         raise PlanError(f"plan file {path} must hold an object of settings")
-    return data.get("settings", data)
+    settings = data.get("settings", data)
+    if not isinstance(settings, dict):
+        raise PlanError(f"plan file {path}: 'settings' must be an object of settings")
+    return typed_settings(settings, f"plan file {path}")
 
 
 def build_plan(settings: dict[str, Any]) -> Plan:
@@ -152,7 +199,7 @@ def build_plan(settings: dict[str, Any]) -> Plan:
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise PlanError(f"unknown setting {unknown[0]!r}: valid settings are {', '.join(sorted(DEFAULTS))}")
-    s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    s = {**DEFAULTS, **typed_settings({k: v for k, v in settings.items() if v is not None})}
     if not s["model"]:
         raise PlanError("no model given: pass the model file, e.g. exporter export model.pt --calib data/")
     target = get_target(str(s["target"]))
@@ -181,7 +228,7 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         val_samples=_opt_positive_int(s["val_samples"], "val_samples"),
         val_fraction=_fraction(s["val_fraction"]),
         batch_size=_positive_int(s["batch_size"], "batch_size"),
-        seed=int(s["seed"]),
+        seed=s["seed"],
         image_preset=s["image_preset"],
         resize=_opt_positive_int(s["resize"], "resize"),
         crop=_opt_positive_int(s["crop"], "crop"),
@@ -197,7 +244,7 @@ def build_plan(settings: dict[str, Any]) -> Plan:
             path=str(model_path),
             model_class=_opt_str(s["model_class"]),
             model_kwargs=parse_model_kwargs(s["model_kwargs"]),
-            trust_pickle=bool(s["trust_pickle"]),
+            trust_pickle=s["trust_pickle"],
         ),
         target=target,
         out_dir=out_dir,
@@ -206,11 +253,12 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         passes=passes,
         exporter=s["exporter"],
         latency_repeats=_positive_int(s["latency_repeats"], "latency_repeats"),
-        fail_if_slower=bool(s["fail_if_slower"]),
+        fail_if_slower=s["fail_if_slower"],
         accuracy_budget=budget,
-        search=bool(s["search"]) and s["search_minutes"] != 0,
+        search=s["search"] and s["search_minutes"] != 0,
         search_minutes=_search_minutes(s["search_minutes"]),
-        force=bool(s["force"]),
+        output_kinds=parse_output_kinds(s["output_kind"]),
+        force=s["force"],
         settings=tuple(
             sorted(
                 {

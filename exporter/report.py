@@ -39,9 +39,10 @@ def build_report(run) -> dict[str, Any]:
         "accuracy_fallback": _fallback_dict(run.fallback),
         "packages": [p.to_dict() for p in run.packages],
         "validation": {
-            "float_onnx_vs_original": run.float_summary,
-            "final_vs_original": run.final_summary,
-            "final_vs_exported_model": run.gate_summary,
+            "outputs": [k.to_dict() for k in run.evaluator.kinds],
+            "float_onnx_vs_original": run.float_figures.to_dict(),
+            "final_vs_original": run.final_figures.to_dict(),
+            "final_vs_exported_model": run.gate_figures.to_dict(),
             "checks": [c.to_dict() for c in run.checks],
         },
         "measurements": run.measurements,
@@ -72,10 +73,12 @@ def headline(run) -> str:
     """First line of the report: the speed warning if any, else verdict, size, speed and agreement."""
     m = run.measurements
     figures = [f"{m['size_ratio']:.1f}x smaller", f"{m['speedup_vs_float']:.2f}x the float ONNX speed"]
-    agreement = run.final_summary.get("top1_agreement")
-    if agreement is not None:
-        figures.append(f"{agreement:.1%} top-1 agreement")
-    figures.append(f"cosine {run.final_summary.get('cosine', 0):.4f}")
+    final = run.final_figures
+    if final.value("top1_agreement") is not None:
+        figures.append(f"{final.value('top1_agreement'):.1%} top-1 agreement")
+    if final.value("decision_agreement") is not None:
+        figures.append(f"{final.value('decision_agreement'):.1%} decision agreement")
+    figures.append(f"cosine {final.value('cosine'):.4f}")
     verdict = "PASS" if run.passed else "FAIL (" + "; ".join(c.describe() for c in run.checks if not c.passed) + ")"
     line = f"{verdict}: {run.plan.target.name} model.onnx is " + ", ".join(figures)
     if run.warnings:
@@ -111,17 +114,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["passes"]:
         out += ["Agreement, cosine, SQNR and errors compare the final file with the compressed PyTorch model it was "
                 "exported from (the quantization loss); accuracy_drop compares with the original model.", ""]
-    out += ["| figure | measured | threshold | result |", "|---|---|---|---|"]
-    for check in report["validation"]["checks"]:
-        out.append(
-            f"| {check['figure']} | {_num(check['measured'])} | {check['rule']} {_num(check['threshold'])} | "
-            f"{'pass' if check['passed'] else '**FAIL**'} |"
-        )
-    out += ["", "## Agreement with the original PyTorch model", "", "| figure | float ONNX | final model |", "|---|---|---|"]
-    fl, fi = report["validation"]["float_onnx_vs_original"], report["validation"]["final_vs_original"]
-    for key in ("top1_agreement", "cosine", "sqnr_db", "max_abs_error", "mean_abs_error", "reference_accuracy", "candidate_accuracy"):
-        if fi.get(key) is not None or fl.get(key) is not None:
-            out.append(f"| {key} | {_num(fl.get(key))} | {_num(fi.get(key))} |")
+    out += _gate_section(report["validation"])
     m = report["measurements"]
     lat = m["latency_ms"]
     out += [
@@ -200,6 +193,31 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["- Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()),
             "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(out)
+
+
+def _gate_section(validation: dict[str, Any]) -> list[str]:
+    """Markdown: each output's kind and why, the gate's checks, and per-output figures against the original."""
+    kinds = validation.get("outputs", [])
+    out = ["Each output is judged by the rules for its kind:", "", "| output | kind | why |", "|---|---|---|"]
+    out += [f"| {k['name']} | {k['kind']} | {k['reason']} |" for k in kinds]
+    out += ["", "| output | figure | measured | threshold | result |", "|---|---|---|---|---|"]
+    names = {k["name"] for k in kinds}
+    for check in validation["checks"]:
+        output = check.get("output") or (next(iter(names)) if len(names) == 1 and check["figure"] != "speedup_vs_float" else "")
+        out.append(
+            f"| {output} | {check['figure']} | {_num(check['measured'])} | {check['rule']} {_num(check['threshold'])} | "
+            f"{'pass' if check['passed'] else '**FAIL**'} |"
+        )
+    out += ["", "## Agreement with the original PyTorch model", "",
+            "| output | figure | float ONNX | final model |", "|---|---|---|---|"]
+    float_outputs = {o["name"]: o for o in validation["float_onnx_vs_original"].get("outputs", [])}
+    for final in validation["final_vs_original"].get("outputs", []):
+        floating = float_outputs.get(final["name"], {})
+        for key in ("top1_agreement", "decision_agreement", "cosine", "sqnr_db", "max_abs_error", "mean_abs_error",
+                    "reference_accuracy", "candidate_accuracy"):
+            if final.get(key) is not None or floating.get(key) is not None:
+                out.append(f"| {final['name']} | {key} | {_num(floating.get(key))} | {_num(final.get(key))} |")
+    return out
 
 
 def _describe(samples) -> str | None:

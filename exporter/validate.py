@@ -1,106 +1,217 @@
-"""Validation: run the exported file and the original PyTorch model on held-out data and gate the result.
+"""Validation: run the reference PyTorch model once on held-out data, then compare candidates with it.
 
-Figures (see `exporter.metrics`): max and mean absolute error, cosine similarity, SQNR in dB,
-top-1 agreement for classifiers, and both accuracies when labels exist. The target's
-`Tolerances` decide pass or fail; every check carries its measured value and threshold.
+`reference_outputs` runs a PyTorch model over the held-out samples, keeps every output of every
+batch (a model's nested tuple/list/dict outputs are flattened in order, as the ONNX export does)
+and decides each output's kind (`exporter.figures.decide_kinds`). `compare_onnx` / `compare_torch`
+run a candidate on the same feeds and return `exporter.figures.Figures`; `check_gate` judges them
+with the one rule table, `exporter.figures.RULES`. `exporter.evaluation.Evaluator` wraps these for
+the pipeline and the accuracy search.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from exporter.figures import (
+    LABELLED_KINDS, Figures, GateCheck, KindDecision, OutputFigures, check, compare_output, decide_kinds,
+)
 from exporter.inputs import InputSpec
-from exporter.metrics import OutputComparison
 from exporter.progress import progress
-from targets.profile import Tolerances
+
+__all__ = ["GateCheck", "Reference", "ReferenceBatch", "check_gate", "compare_onnx", "compare_torch", "reference_outputs"]
 
 
 @dataclass(frozen=True)
-class GateCheck:
-    """One thresholded figure: `measured` compared with `threshold` by `rule` (">=" or "<=")."""
+class ReferenceBatch:
+    """One held-out batch: the input feed, every reference output, and the labels (or None).
 
-    figure: str
-    measured: float
-    threshold: float
-    rule: str
-    passed: bool
+    Unpacks as `(feed, first output, labels)` for code written for single-output models.
+    """
 
-    def describe(self) -> str:
-        """e.g. `top1_agreement 0.912 >= 0.95: FAIL`."""
-        return f"{self.figure} {_fmt(self.measured)} {self.rule} {_fmt(self.threshold)}: {'pass' if self.passed else 'FAIL'}"
+    feed: dict[str, np.ndarray]
+    outputs: tuple[np.ndarray, ...]
+    labels: np.ndarray | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form for report.json."""
-        return dict(self.__dict__)
+    @property
+    def output(self) -> np.ndarray:
+        """The first output."""
+        return self.outputs[0]
+
+    def _legacy(self) -> tuple:
+        return (self.feed, self.outputs[0], self.labels)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._legacy())
+
+    def __getitem__(self, index: int) -> Any:
+        return self._legacy()[index]
+
+    def __len__(self) -> int:
+        return 3
 
 
-def reference_outputs(model, samples, specs: Sequence[InputSpec], batch_size: int) -> list[tuple[dict, np.ndarray, np.ndarray | None]]:
-    """Run the PyTorch reference once over `samples`: a list of (feed, first output, labels) per batch.
+@dataclass
+class Reference:
+    """Reference outputs of one PyTorch model on the held-out data, with each output's name and kind.
+
+    Behaves as the list of its `ReferenceBatch`es (iterate, index, slice, len).
+    """
+
+    batches: list[ReferenceBatch]
+    names: tuple[str, ...]
+    kinds: tuple[KindDecision, ...] = field(default_factory=tuple)
+
+    def __iter__(self) -> Iterator[ReferenceBatch]:
+        return iter(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __bool__(self) -> bool:
+        return bool(self.batches)
+
+    def stacked(self, index: int) -> np.ndarray:
+        """Every batch of output `index` concatenated along the batch axis."""
+        return np.concatenate([b.outputs[index] for b in self.batches])
+
+    def labels(self) -> np.ndarray | None:
+        """All labels concatenated, or None unless every batch has them."""
+        if not self.batches or any(b.labels is None for b in self.batches):
+            return None
+        return np.concatenate([np.asarray(b.labels) for b in self.batches])
+
+    def with_kinds(self, kinds: Sequence[KindDecision]) -> "Reference":
+        """The same batches judged with other kinds (e.g. the original model's, for a compressed model)."""
+        return Reference(self.batches, self.names, tuple(kinds))
+
+
+def output_names_for(count: int) -> list[str]:
+    """The exported file's output names: `output` for one output, `output_0..n` for several."""
+    from exporter.onnx_export import output_names_for as names
+
+    return names(count)
+
+
+def flatten_outputs(out: Any) -> tuple[np.ndarray, ...]:
+    """A model's outputs as a flat tuple of arrays (tuples/lists in order, dict values in order)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return (out.detach().cpu().numpy(),)
+    if isinstance(out, dict):
+        return tuple(a for v in out.values() for a in flatten_outputs(v))
+    if isinstance(out, (tuple, list)):
+        return tuple(a for v in out for a in flatten_outputs(v))
+    return (np.asarray(out),)
+
+
+def reference_outputs(
+    model, samples, specs: Sequence[InputSpec], batch_size: int, overrides: Sequence[tuple[str, str]] = ()
+) -> Reference:
+    """Run the PyTorch reference once over `samples`, keep every output, and decide each output's kind.
 
     Computed once per run and reused for every candidate file (float ONNX, quantized, fallbacks).
+    `overrides` are `--output-kind` settings ((name or "", kind), ...).
     """
     import torch
 
     from calibration import iter_batches
 
-    results = []
+    batches = []
     with torch.no_grad():
         for batch in progress(iter_batches(samples, specs, batch_size), "reference outputs", unit="batch"):
             out = model(*[torch.from_numpy(batch.inputs[s.name]) for s in specs])
-            first = out[0] if isinstance(out, (tuple, list)) else out
-            results.append((batch.inputs, first.detach().numpy(), batch.labels))
-    return results
+            batches.append(ReferenceBatch(batch.inputs, flatten_outputs(out), batch.labels))
+    names = tuple(output_names_for(len(batches[0].outputs))) if batches else ("output",)
+    reference = Reference(batches, names)
+    if batches:
+        stacked = [reference.stacked(i) for i in range(len(names))]
+        reference.kinds = decide_kinds(names, stacked, reference.labels(), overrides)
+    return reference
 
 
-def compare_onnx(onnx_path: Path, reference: list[tuple[dict, np.ndarray, np.ndarray | None]], desc: str = "validating") -> dict[str, Any]:
-    """Run `onnx_path` on the reference batches and summarise agreement with the reference outputs."""
+def compare(reference: Reference, candidates: Iterable[Sequence[np.ndarray]], decision_threshold: float = 0.5) -> Figures:
+    """Figures of candidate outputs (one sequence of arrays per reference batch, in order) against `reference`."""
+    collected: list[list[np.ndarray]] = [[] for _ in reference.names]
+    for batch, outputs in zip(reference.batches, candidates):
+        if len(outputs) != len(batch.outputs):
+            raise ValueError(f"the candidate has {len(outputs)} outputs, the reference {len(batch.outputs)}")
+        for i, array in enumerate(outputs):
+            collected[i].append(np.asarray(array))
+    labels = reference.labels()
+    labelled = labelled_output(reference)
+    outputs: list[OutputFigures] = []
+    for i, decision in enumerate(reference.kinds):
+        outputs.append(compare_output(
+            decision.name, decision.kind, reference.stacked(i), np.concatenate(collected[i]),
+            labels=labels if i == labelled else None, decision_threshold=decision_threshold,
+        ))
+    return Figures(tuple(outputs))
+
+
+def labelled_output(reference: Reference) -> int | None:
+    """Index of the output the labels describe: the first classifier or probability output with one row per label."""
+    labels = reference.labels()
+    if labels is None:
+        return None
+    for i, decision in enumerate(reference.kinds):
+        if decision.kind in LABELLED_KINDS and len(reference.stacked(i)) == len(labels):
+            return i
+    return None
+
+
+def compare_onnx(onnx_path: Path, reference: Reference, desc: str = "validating", decision_threshold: float = 0.5) -> Figures:
+    """Run `onnx_path` on the reference batches and compare every output with the reference."""
     from exporter.runtime import run_onnx, session_for
 
     session = session_for(onnx_path, threads=2)
-    comparison = OutputComparison()
-    for feed, expected, labels in progress(reference, desc, total=len(reference), unit="batch"):
-        comparison.add(expected, run_onnx(session, feed)[0], labels)
-    return comparison.summary()
+    runs = (run_onnx(session, b.feed) for b in progress(reference.batches, desc, total=len(reference), unit="batch"))
+    return compare(reference, runs, decision_threshold)
 
 
-def compare_torch(model, reference: list[tuple[dict, np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
-    """Run a (compressed) PyTorch model on the reference batches and summarise agreement."""
+def torch_figures(model, reference: Reference, decision_threshold: float = 0.5) -> Figures:
+    """Run a (compressed) PyTorch model on the reference batches and compare every output."""
     import torch
 
-    comparison = OutputComparison()
-    with torch.no_grad():
-        for feed, expected, labels in reference:
-            out = model(*[torch.from_numpy(v) for v in feed.values()])
-            first = out[0] if isinstance(out, (tuple, list)) else out
-            comparison.add(expected, first.detach().numpy(), labels)
-    return comparison.summary()
+    def runs():
+        with torch.no_grad():
+            for b in reference.batches:
+                yield flatten_outputs(model(*[torch.from_numpy(v) for v in b.feed.values()]))
+
+    return compare(reference, runs(), decision_threshold)
 
 
-def check_gate(summary: dict[str, Any], tolerances: Tolerances) -> list[GateCheck]:
-    """Compare a validation summary with the target's thresholds; figures that do not apply are skipped."""
-    rules = [
-        ("top1_agreement", summary.get("top1_agreement"), tolerances.min_top1_agreement, ">="),
-        ("cosine", summary.get("cosine"), tolerances.min_cosine, ">="),
-        ("sqnr_db", summary.get("sqnr_db"), tolerances.min_sqnr_db, ">="),
-        ("max_abs_error", summary.get("max_abs_error"), tolerances.max_abs_error, "<="),
-    ]
-    ref_acc, cand_acc = summary.get("reference_accuracy"), summary.get("candidate_accuracy")
-    drop = None if ref_acc is None or cand_acc is None else ref_acc - cand_acc
-    rules.append(("accuracy_drop", drop, tolerances.max_accuracy_drop, "<="))
-    checks = []
-    for figure, measured, threshold, rule in rules:
-        if measured is None or threshold is None:
-            continue
-        passed = measured >= threshold if rule == ">=" else measured <= threshold + 1e-12
-        checks.append(GateCheck(figure, float(measured), float(threshold), rule, bool(passed)))
-    return checks
+def compare_torch(model, reference: Reference) -> dict[str, Any]:
+    """`torch_figures` as plain data (`Figures.to_dict()`), the form pass records keep."""
+    return torch_figures(model, reference).to_dict()
 
 
-def _fmt(value: float) -> str:
-    if value in (float("inf"), float("-inf")):
-        return str(value)
-    return f"{value:.4g}"
+def check_gate(figures: Figures | dict[str, Any], tolerances) -> list[GateCheck]:
+    """Judge figures with the target's tolerances (`exporter.figures.check`); unset or inapplicable figures are skipped.
+
+    Also takes the plain-data form (`Figures.to_dict()`); a flat dict from before per-output figures
+    is read as one output, a classifier when it has a top-1 agreement, else regression.
+    """
+    if isinstance(figures, dict):
+        figures = _figures_from_dict(figures)
+    return check(figures, tolerances)
+
+
+def _figures_from_dict(data: dict[str, Any]) -> Figures:
+    if data.get("outputs"):
+        return Figures.from_dict(data)
+    kind = "logits" if data.get("top1_agreement") is not None else "regression"
+    return Figures((OutputFigures(
+        name="output", kind=kind, samples=int(data.get("samples") or 0),
+        max_abs_error=float(data.get("max_abs_error") or 0.0), mean_abs_error=float(data.get("mean_abs_error") or 0.0),
+        cosine=float(data.get("cosine", 1.0)), sqnr_db=float(data.get("sqnr_db", float("inf"))),
+        top1_agreement=data.get("top1_agreement"), reference_accuracy=data.get("reference_accuracy"),
+        candidate_accuracy=data.get("candidate_accuracy"),
+    ),))

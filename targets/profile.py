@@ -62,7 +62,11 @@ class Tolerances:
     """Thresholds checked at each boundary; `None` means the figure is reported but not gated.
 
     `export_*` compare PyTorch with the float ONNX (a tracing bug, not a quantization loss);
-    the rest compare the final model with the original PyTorch model on held-out data.
+    the rest compare the final model with the original PyTorch model on held-out data, each output
+    by the rules for its kind (`exporter.figures.RULES`): classifiers by top-1 agreement, cosine,
+    SQNR and accuracy drop; embeddings by `min_embedding_cosine` (else `min_cosine`); probabilities
+    by `max_probability_abs_error` (else `max_abs_error`) and, for sigmoid outputs,
+    `min_decision_agreement` at `decision_threshold`.
     """
 
     export_max_abs_error: float = 1e-4
@@ -72,6 +76,27 @@ class Tolerances:
     min_sqnr_db: float | None = None
     max_abs_error: float | None = None
     max_accuracy_drop: float | None = None
+    min_embedding_cosine: float | None = None
+    max_probability_abs_error: float | None = None
+    min_decision_agreement: float | None = None
+    decision_threshold: float = 0.5
+
+    def validate(self, where: str) -> None:
+        """Ranges: agreements and cosines in (0, 1], probability error and threshold in (0, 1), drop in [0, 1)."""
+        for name in ("min_top1_agreement", "min_cosine", "min_embedding_cosine", "min_decision_agreement", "export_min_cosine"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise PlanError(f"{where}: tolerances.{name} must be in (0, 1], got {value}")
+        for name in ("max_probability_abs_error", "decision_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise PlanError(f"{where}: tolerances.{name} must be in (0, 1), got {value}")
+        if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop < 1.0:
+            raise PlanError(f"{where}: tolerances.max_accuracy_drop must be a fraction in [0, 1), got {self.max_accuracy_drop}")
+        for name in ("max_abs_error", "export_max_abs_error"):
+            value = getattr(self, name)
+            if value is not None and not value > 0.0:
+                raise PlanError(f"{where}: tolerances.{name} must be positive, got {value}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,7 @@ class Target:
         if target.quantization.mode == "static" and not target.needs_calibration:
             raise PlanError(f"{where}: static quantization needs calibration data: set needs_calibration = true")
         quant.validate(where)
+        tol.validate(where)
         return target
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from exporter.errors import PlanError
+from exporter.figures import rule_passes
 from targets.profile import Tolerances
 
 Strategy = Literal["greedy", "bisect"]
@@ -97,7 +98,7 @@ class AccuracyBudget:
             check = measured.get(figure)
             if check is None:
                 return False
-            if not (check.measured >= threshold if rule == ">=" else check.measured <= threshold + 1e-12):
+            if not rule_passes(check.measured, threshold, rule):
                 return False
         return all(check.passed for figure, check in measured.items() if goals.get(figure, (None,))[0] is None)
 
