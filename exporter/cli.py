@@ -56,6 +56,14 @@ def build_parser(with_passes: bool = True) -> argparse.ArgumentParser:
     inspect.add_argument("out_dir", help="the --out folder of a finished export")
     inspect.add_argument("--top", type=int, default=10, help="how many layers to list (default: 10)")
     inspect.set_defaults(run=run_inspect_command)
+    verify = sub.add_parser("verify", help="run an output folder's golden vectors on a runtime and check the gate's tolerance",
+                            description="Run the golden vectors of an export on a runtime (python: onnxruntime; openvino; "
+                                        "node: onnxruntime-node; web: onnxruntime-web WASM in Node) and compare with PyTorch. "
+                                        "Exit 0 pass, 1 fail, 2 bad input.")
+    verify.add_argument("out_dir", help="the --out folder of a finished export")
+    verify.add_argument("--runtime", default="python", help="python, openvino, node or web (default: python)")
+    verify.add_argument("--time", type=int, default=0, metavar="N", help="also time N batch-1 runs and print the median")
+    verify.set_defaults(run=run_verify_command)
     return parser
 
 
@@ -217,3 +225,12 @@ def run_inspect_command(args: argparse.Namespace) -> int:
 
     print(inspect_run(Path(args.out_dir), top=args.top))
     return 0
+
+
+def run_verify_command(args: argparse.Namespace) -> int:
+    """`exporter verify OUT_DIR --runtime R`: golden vectors on runtime R, judged with the gate's tolerance."""
+    from exporter.verify import verify
+
+    result = verify(args.out_dir, runtime=args.runtime, time_repeats=max(0, args.time))
+    print(result.describe())
+    return 0 if result.passed else 1
