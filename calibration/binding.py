@@ -56,6 +56,7 @@ class BoundSampleSet(SampleSet):
         self.keys = tuple(mapping)
         self.has_labels = parent.has_labels
         self.description = parent.description
+        self.notes = parent.notes
 
     def __len__(self) -> int:
         return len(self.parent)

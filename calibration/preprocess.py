@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,11 +152,16 @@ IMAGE_PRESETS.add("gray-unit", ImagePreprocess(mean=(0.0,), std=(1.0,), channels
 
 @dataclass(frozen=True)
 class DataOptions:
-    """How to read calibration data: the image preprocessing, and at most how many items to take
-    from a factory that returns a plain iterable (`max_samples`, none = all)."""
+    """How to read calibration data: the image preprocessing; at most how many items to take from a
+    calibration factory (`max_samples`; none = `limits.DEFAULT_FACTORY_SAMPLES`, with a note when
+    that cap stops the factory); the seed of the draw when a factory's dataset is larger; and
+    `scratch`, the folder where a one-shot iterable's samples are spooled (none = a temporary
+    folder removed with the sample set)."""
 
     image: ImagePreprocess = field(default_factory=ImagePreprocess)
     max_samples: int | None = None
+    seed: int = 0
+    scratch: Path | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -167,8 +173,8 @@ class DataOptions:
             raise PlanError(f"bad max_samples {value!r}: expected a positive number of samples or none")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form for the plan and the report."""
-        return {"image": self.image.to_dict(), "max_samples": self.max_samples}
+        """Plain-data form for the plan and the report (the scratch folder is not a setting)."""
+        return {"image": self.image.to_dict(), "max_samples": self.max_samples, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DataOptions":

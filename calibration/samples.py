@@ -29,12 +29,14 @@ class SampleSet(ABC):
 
     Subclasses implement `__len__` and `__getitem__` and set three attributes: `keys` (the array
     names every sample carries), `has_labels` (every sample has a label) and `description` (one
-    human phrase naming the source, used in error messages).
+    human phrase naming the source, used in error messages). A reader that had to bound or correct
+    what the source claimed says so in `notes` (lines for the report).
     """
 
     keys: tuple[str, ...] = ()
     has_labels: bool = False
     description: str = "calibration samples"
+    notes: tuple[str, ...] = ()
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -77,6 +79,7 @@ class Subset(SampleSet):
         self.keys = parent.keys
         self.has_labels = parent.has_labels and len(self.indices) > 0
         self.description = f"{len(self.indices)} of {parent.description}"
+        self.notes = parent.notes
 
     def __len__(self) -> int:
         return len(self.indices)

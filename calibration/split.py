@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from calibration.samples import SampleSet
@@ -62,3 +64,35 @@ def _check_options(calib_count: int | None, val_count: int | None, val_fraction:
         raise PlanError(f"bad validation sample count {val_count!r}: expected 0 or a positive integer")
     if not 0 < val_fraction < 1:
         raise PlanError(f"bad validation fraction {val_fraction!r}: expected a number between 0 and 1")
+
+
+def draw_indices(total: int, count: int, seed: int) -> list[int]:
+    """`count` distinct indices of `range(total)`, drawn with `seed` and sorted, in memory O(count).
+
+    Used to pick samples from a source whose length may be huge (a factory's dataset): indices are
+    drawn until `count` distinct ones are found, so `total` is never allocated; when `count` is more
+    than half of `total`, a permutation (at most 2 x `count` long) is cheaper.
+    """
+    if count >= total:
+        return list(range(total))
+    rng = np.random.default_rng([seed, 7919])
+    if count * 2 > total:
+        return sorted(int(i) for i in rng.permutation(total)[:count])
+    chosen: set[int] = set()
+    while len(chosen) < count:
+        chosen.update(int(i) for i in rng.integers(0, total, size=count - len(chosen)))
+    return sorted(chosen)
+
+
+def samples_needed(calib_count: int | None, val_count: int | None, val_fraction: float = 0.2) -> int | None:
+    """How many samples `split_samples` will use from a source, when the counts decide it (else None).
+
+    Both counts: their sum. Only the calibration count: it plus the validation share that
+    `split_samples` would hold out of a source of exactly that size. A reader of an unbounded
+    source (a factory) reads this many items and no more.
+    """
+    if calib_count is None:
+        return None
+    if val_count is not None:
+        return calib_count + val_count
+    return calib_count + max(1, math.ceil(calib_count * val_fraction / (1 - val_fraction)))

@@ -160,7 +160,7 @@ def _passes_from_args(values: dict[str, Any]) -> list[dict[str, Any]] | None:
     chosen: list[dict[str, Any]] = []
     for name, cls in sorted(PASSES.items(), key=lambda item: item[1].order):
         enabled = values.get(f"pass__{name}")
-        given = {k.split("__", 2)[2]: v for k, v in values.items() if k.startswith(f"pass__{name}__") and v is not None}
+        given = {k.split("__", 2)[2]: _text(v) for k, v in values.items() if k.startswith(f"pass__{name}__") and v is not None}
         if enabled is None:
             if given:
                 flag = f"--{name.replace('_', '-')}-{next(iter(given)).replace('_', '-')}"
@@ -168,9 +168,16 @@ def _passes_from_args(values: dict[str, Any]) -> list[dict[str, Any]] | None:
             continue
         item: dict[str, Any] = {"name": name, **given}
         if cls.shorthand:
-            item[cls.shorthand] = enabled
+            item[cls.shorthand] = _text(enabled)
         chosen.append(item)
     return chosen or None
+
+
+def _text(value: Any) -> Any:
+    """Mark a flag's text as typed on the command line (the only text read as a boolean: yes/no, true/false...)."""
+    from exporter.settings import CommandLineText
+
+    return CommandLineText(value) if isinstance(value, str) else value
 
 
 def run_export_command(args: argparse.Namespace) -> int:

@@ -151,26 +151,14 @@ def _build(cls: type, data: dict[str, Any], where: str, **fixed: Any) -> Any:
 
 
 def _check(value: Any, annotation: Any, where: str) -> Any:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None:
-            return None
-        return _check(value, [a for a in args if a is not type(None)][0], where)
-    if origin is typing.Literal:
-        if value not in args:
-            raise PlanError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise PlanError(f"{where} must be a list of strings, got {value!r}")
-        return tuple(value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise PlanError(f"{where} must be {annotation.__name__}, got {value!r}")
-    return value
+    """`value` as the field's type (`exporter.settings.coerce`: a boolean field takes only true/false)."""
+    from exporter.settings import SettingTypeError, coerce
+
+    try:
+        return coerce(value, annotation, where)
+    except SettingTypeError as exc:
+        expected = "one of " + ", ".join(map(repr, exc.choices)) if exc.choices else exc.expected
+        raise PlanError(f"{where} must be {expected}, got {value!r}") from None
 
 
 def _plain(value: Any) -> Any:

@@ -2,34 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 
 from calibration.samples import Sample, SampleSet
 
 
+class RowSource(Protocol):
+    """One array's samples, read one at a time: `row(i)` returns sample `i` as a fresh array."""
+
+    def row(self, index: int) -> np.ndarray: ...
+
+
+class MappedRows:
+    """Rows of an array that is cheap to keep open (a memory-mapped `.npy`), opened on first use."""
+
+    def __init__(self, open_array) -> None:
+        self._open_array = open_array
+        self._array: np.ndarray | None = None
+
+    def row(self, index: int) -> np.ndarray:
+        """A copy of row `index`: only that row's pages are read."""
+        if self._array is None:
+            self._array = self._open_array()
+        return np.array(self._array[index])
+
+    def __getstate__(self) -> dict:
+        # Copies reopen the map rather than duplicate an array.
+        return {**self.__dict__, "_array": None}
+
+
 class ArrayRowsSampleSet(SampleSet):
     """Row `i` of every array is sample `i`; all arrays have `length` rows.
 
-    Each array comes from a loader called on first use and kept (a memory-mapped .npy costs
-    nothing to keep); only the requested row is copied into memory per sample.
+    Each array is a `RowSource`, so a sample costs one row per input in memory, never a whole array.
     """
 
     def __init__(
         self,
-        loaders: dict[str, Callable[[], np.ndarray]],
+        columns: dict[str, RowSource],
         length: int,
         labels: np.ndarray | None,
         source_name: str,
         description: str,
     ) -> None:
-        self._loaders = loaders
-        self._arrays: dict[str, np.ndarray] = {}
+        self._columns = columns
         self._length = length
         self._labels = labels
         self._source_name = source_name
-        self.keys = tuple(loaders)
+        self.keys = tuple(columns)
         self.has_labels = labels is not None and length > 0
         self.description = description
 
@@ -40,21 +62,10 @@ class ArrayRowsSampleSet(SampleSet):
         row = self._check_index(index)
         label = None if self._labels is None else int(self._labels[row])
         return Sample(
-            inputs={key: np.array(self._array(key)[row]) for key in self.keys},
+            inputs={key: column.row(row) for key, column in self._columns.items()},
             label=label,
             origin=f"{self._source_name}[{row}]",
         )
-
-    def _array(self, key: str) -> np.ndarray:
-        if key not in self._arrays:
-            self._arrays[key] = self._loaders[key]()
-        return self._arrays[key]
-
-    def __getstate__(self) -> dict:
-        # Loaders may be closures; drop the cache so copies reload rather than duplicate arrays.
-        state = dict(self.__dict__)
-        state["_arrays"] = {}
-        return state
 
 
 def integer_labels(values: np.ndarray, where: str) -> np.ndarray:

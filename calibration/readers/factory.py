@@ -15,7 +15,10 @@ import numpy as np
 
 from calibration.preprocess import DataOptions
 from calibration.readers.base import SampleReader, register_reader
-from calibration.samples import ListSampleSet, Sample, SampleSet
+from calibration.limits import DEFAULT_FACTORY_SAMPLES
+from calibration.samples import Sample, SampleSet
+from calibration.spool import SpooledSampleSet
+from calibration.split import draw_indices
 from exporter.errors import CalibrationError
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -26,9 +29,19 @@ SINGLE_KEY = "input"
 @register_reader
 class FactoryReader(SampleReader):
     """`package.module:function` (not an existing path): the module is imported with the working
-    directory on `sys.path` and the function called with no arguments. A result with `__len__` and
-    `__getitem__` (a torch Dataset, a list, an array) is read lazily; any other iterable is read
-    into memory, at most `options.max_samples` items. Items are converted by `item_to_sample`."""
+    directory on `sys.path` and the function called with no arguments. Items are converted by
+    `item_to_sample`. At most `limit` samples are taken (`options.max_samples`, or
+    `DEFAULT_FACTORY_SAMPLES` with a note when it cuts the source short):
+
+    - a result with `__len__` and `__getitem__` (a torch Dataset, a list, an array) is read lazily by
+      index. Its length is a claim: when the last claimed index raises IndexError, the items are
+      counted by reading 0, 1, 2, ... until one is missing, and only those are used. When it holds
+      more than `limit` items, a seeded draw of `limit` indices is used (memory follows `limit`,
+      never the claimed length);
+    - any other iterable is read once, up to `limit` items, and spooled to disk (`SpooledSampleSet`).
+
+    An exception raised by the dataset or the iterable is bad input naming the item.
+    """
 
     name = "factory"
     description = "package.module:function returning a Dataset or an iterable of samples"
@@ -50,14 +63,76 @@ class FactoryReader(SampleReader):
                 f"calibration factory {source!r} returned a {type(result).__name__}: expected a Dataset "
                 "(__len__ and __getitem__) or an iterable of samples"
             )
+        limit = options.max_samples or DEFAULT_FACTORY_SAMPLES
         if _is_dataset(result):
-            return DatasetSampleSet(result, source)
-        samples = []
-        for position, item in enumerate(result):
-            if options.max_samples is not None and position >= options.max_samples:
-                break
-            samples.append(item_to_sample(item, f"{source}[{position}]"))
-        return ListSampleSet(samples, description=f"calibration factory {source}")
+            return _open_dataset(result, source, limit, options)
+        spooled = SpooledSampleSet(
+            result,
+            lambda item, position: item_to_sample(item, f"{source}[{position}]"),
+            limit,
+            f"calibration factory {source}",
+            options.scratch,
+        )
+        if spooled.stopped_by_limit and options.max_samples is None:
+            spooled.notes = (
+                f"calibration factory {source} yields more than {limit} items: used the first {limit} "
+                "(--calib-samples and --val-samples choose how many)",
+            )
+        return spooled
+
+
+def _open_dataset(dataset: Any, source: str, limit: int, options: DataOptions) -> SampleSet:
+    """A random-access dataset, its claimed length checked (see `FactoryReader`)."""
+    try:
+        claimed = int(len(dataset))
+    except Exception as error:  # noqa: BLE001 - the user's __len__ failed
+        raise CalibrationError(f"calibration factory {source!r}: len() of its dataset raised {type(error).__name__}: {error}") from error
+    if claimed < 0:
+        raise CalibrationError(f"calibration factory {source!r}: len() of its dataset is {claimed}: expected 0 or more")
+    notes: list[str] = []
+    length = claimed
+    if claimed and not _index_exists(dataset, claimed - 1, source):
+        length = _count_items(dataset, source, min(claimed, limit))
+        notes.append(
+            f"calibration factory {source}: len() says {claimed} items but item {length} does not exist; "
+            f"used the {length} that do"
+        )
+    indices = None
+    if length > limit:
+        indices = draw_indices(length, limit, options.seed)
+        if options.max_samples is None:
+            notes.append(
+                f"calibration factory {source} has {length} items: used a seeded draw of {limit} "
+                "(--calib-samples and --val-samples choose how many)"
+            )
+    samples = DatasetSampleSet(dataset, source, length, indices)
+    samples.notes = tuple(notes)
+    return samples
+
+
+def _index_exists(dataset: Any, index: int, source: str) -> bool:
+    """Whether `dataset[index]` exists (False on IndexError; any other error is bad input)."""
+    try:
+        dataset[index]
+    except IndexError:
+        return False
+    except Exception as error:  # noqa: BLE001
+        raise _item_error(source, index, error) from error
+    return True
+
+
+def _count_items(dataset: Any, source: str, limit: int) -> int:
+    """How many items `dataset[0]`, `dataset[1]`, ... exist before the first IndexError (at most `limit`)."""
+    for index in range(limit):
+        if not _index_exists(dataset, index, source):
+            return index
+    return limit
+
+
+def _item_error(source: str, index: int, error: Exception) -> CalibrationError:
+    return CalibrationError(
+        f"calibration factory {source!r}: reading item {index} raised {type(error).__name__}: {error}; fix the dataset"
+    )
 
 
 def _is_a(result: Any, class_name: str) -> bool:
@@ -107,24 +182,32 @@ def _call_factory(source: str) -> Any:
 
 
 class DatasetSampleSet(SampleSet):
-    """A random-access dataset read item by item; keys and labels are judged from item 0."""
+    """A random-access dataset read item by item: items `0 .. length-1`, or only `indices` of them
+    (sorted) when given; keys and labels are judged from the first item."""
 
-    def __init__(self, dataset: Any, source: str) -> None:
+    def __init__(self, dataset: Any, source: str, length: int, indices: list[int] | None = None) -> None:
         self.dataset = dataset
         self.source = source
-        self._length = len(dataset)
+        self._indices = indices
+        self._length = length if indices is None else len(indices)
         first = self[0] if self._length else None
         self.keys = tuple(first.inputs) if first else ()
         self.has_labels = first is not None and first.label is not None
-        self.description = f"calibration factory {source} ({self._length} samples)"
+        drawn = "" if indices is None else f" drawn from {length}"
+        self.description = f"calibration factory {source} ({self._length} samples{drawn})"
 
     def __len__(self) -> int:
         return self._length
 
     def __getitem__(self, index: int) -> Sample:
         position = self._check_index(index)
-        origin = f"{self.source}[{position}]"
-        sample = item_to_sample(self.dataset[position], origin)
+        item_index = position if self._indices is None else self._indices[position]
+        origin = f"{self.source}[{item_index}]"
+        try:
+            item = self.dataset[item_index]
+        except Exception as error:  # noqa: BLE001 - the user's __getitem__ failed: bad input naming the item
+            raise _item_error(self.source, item_index, error) from error
+        sample = item_to_sample(item, origin)
         if self.keys and set(sample.inputs) != set(self.keys):
             raise CalibrationError(
                 f"calibration sample {origin} has keys {sorted(sample.inputs)} but the first sample has "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from exporter.errors import PlanError
+from exporter.settings import CommandLineText, SettingTypeError, coerce
 from exporter.figures import rule_passes
 from targets.profile import Tolerances
 
@@ -163,7 +164,7 @@ class AccuracyBudget:
                 raise PlanError(f"unknown --accuracy-budget key {key!r}: valid keys are {valid} ({EXAMPLE})")
             if field_name in values:
                 raise PlanError(f"--accuracy-budget sets {key!r} twice ({EXAMPLE})")
-            values[field_name] = value
+            values[field_name] = CommandLineText(value)
         return cls.from_settings(values)
 
 
@@ -197,24 +198,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if key == "max_accuracy_drop":
             return parse_accuracy_drop(value)
         if typing.get_origin(annotation) is typing.Literal:
-            choices = typing.get_args(annotation)
-            if value not in choices:
-                raise PlanError(f"bad value {value!r} for {where}: expected one of {', '.join(choices)}")
-            return value
-        if annotation is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return text in ("true", "1", "yes")
-        if annotation is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if isinstance(value, bool):
-            raise ValueError(value)
-        return float(value)  # the optional float goals and max_minutes
+            return coerce(value, annotation, where)
+        # the optional float goals and max_minutes are numbers; a boolean only from --accuracy-budget text
+        return coerce(value, annotation if annotation in (bool, int) else float, where)
+    except SettingTypeError as exc:
+        if exc.choices:
+            raise
+        raise PlanError(f"{exc} ({EXAMPLE})") from None
     except (TypeError, ValueError):
-        kind = "a whole number" if annotation is int else "true or false" if annotation is bool else "a number"
-        raise PlanError(f"bad value {value!r} for {where}: expected {kind} ({EXAMPLE})") from None
+        raise PlanError(f"bad value {value!r} for {where}: expected a number ({EXAMPLE})") from None

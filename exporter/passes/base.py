@@ -66,34 +66,10 @@ class PassConfig:
 
 
 def coerce_setting(value: Any, annotation: Any, where: str) -> Any:
-    """Convert plan-file or CLI text `value` to the field's annotated type, or raise `PlanError`."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce_setting(value, inner[0], where)
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(coerce_setting(v.strip() if isinstance(v, str) else v, args[0], where) for v in items if v != "")
-    if origin is typing.Literal:
-        if value not in args:
-            raise PlanError(f"bad value {value!r} for {where}: expected one of {', '.join(map(str, args))}")
-        return value
-    try:
-        if annotation is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if annotation is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return annotation(value)
-    except (TypeError, ValueError):
-        name = getattr(annotation, "__name__", str(annotation))
-        raise PlanError(f"bad value {value!r} for {where}: expected {name}") from None
+    """Convert `value` to the field's annotated type (`exporter.settings.coerce`: booleans only from CLI text)."""
+    from exporter.settings import coerce
+
+    return coerce(value, annotation, where)
 
 
 def _plain(value: Any) -> Any:

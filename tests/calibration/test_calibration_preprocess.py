@@ -55,7 +55,7 @@ def test_presets_and_round_trip():
     assert ImagePreprocess.from_dict(imagenet.to_dict()) == imagenet
     assert imagenet.to_dict()["mean"] == list(IMAGENET_MEAN)
     options = DataOptions(image=imagenet, max_samples=10)
-    assert options.to_dict() == {"image": imagenet.to_dict(), "max_samples": 10}
+    assert options.to_dict() == {"image": imagenet.to_dict(), "max_samples": 10, "seed": 0}
     assert DataOptions.from_dict(options.to_dict()) == options
     assert DataOptions.from_dict({"image": "gray-unit"}).image.channels == "gray"
     assert DataOptions().image == ImagePreprocess.preset("unit")

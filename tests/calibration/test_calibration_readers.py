@@ -102,18 +102,19 @@ def test_npz_fractional_labels_are_rejected(tmp_path):
         open_samples(str(tmp_path / "d.npz"))
 
 
-def test_npz_loads_each_array_once(tmp_path, monkeypatch):
-    import calibration.readers.npz as npz_module
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_reads_rows_and_inflates_once_per_forward_pass(tmp_path, monkeypatch, save):
+    from calibration.readers import zip_members
 
-    np.savez(tmp_path / "d.npz", x=np.arange(8.0).reshape(4, 2))
-
-    calls = []
-    original = npz_module._load_key
-    monkeypatch.setattr(npz_module, "_load_key", lambda path, key: calls.append(key) or original(path, key))
+    save(tmp_path / "d.npz", x=np.arange(8.0).reshape(4, 2))
+    opened = []
+    original = zip_members.MemberRows._open
+    monkeypatch.setattr(zip_members.MemberRows, "_open", lambda self: opened.append(1) or original(self))
     fresh = open_samples(str(tmp_path / "d.npz"))
-    assert calls == []  # opening reads headers only
     assert [float(s.inputs["x"][1]) for s in fresh] == [1.0, 3.0, 5.0, 7.0]
-    assert calls == ["x"]
+    assert float(fresh[2].inputs["x"][0]) == 4.0  # going back reopens a compressed member
+    compressed = save is np.savez_compressed
+    assert len(opened) == (2 if compressed else 0)  # a stored member is memory-mapped, never streamed
 
 
 # --- npy folder ------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def test_factory_torch_tensor_dataset_is_lazy_with_labels(factory_module):
     assert len(samples) == 7
     assert samples.keys == ("input",)
     assert samples.has_labels
-    assert tds_factory.CALLS == [0]  # only the first item was read to learn the keys
+    assert tds_factory.CALLS == [6, 0]  # the last claimed item (is len() true?) and the first (keys)
     sample = samples[5]
     np.testing.assert_array_equal(sample.inputs["input"], expected[5])
     assert sample.label == 2
