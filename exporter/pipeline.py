@@ -154,18 +154,27 @@ def load_stage(run: ExportRun) -> None:
 def data_stage(run: ExportRun) -> None:
     """Open calibration/validation data, decide the input specs, split, and compute reference outputs."""
     from calibration import DataOptions, ImagePreprocess, bind_to_inputs, infer_input_specs, open_samples, split_samples
+    from calibration.split import draw_indices, samples_needed
 
     plan, data = run.plan, run.plan.data
-    options = DataOptions(image=_image_options(data, ImagePreprocess))
+    image = _image_options(data, ImagePreprocess)
+    needed = data.calib_samples if data.val else samples_needed(data.calib_samples, data.val_samples, data.val_fraction)
+    options = DataOptions(image=image, max_samples=needed, seed=data.seed, scratch=run.work_dir / "samples")
     if plan.input_shapes and len(plan.input_shapes) != len(run.input_names):
         raise PlanError(
             f"the model takes {len(run.input_names)} input(s) ({', '.join(run.input_names)}) "
             f"but {len(plan.input_shapes)} --input-shape value(s) were given"
         )
     samples = bind_to_inputs(open_samples(data.calib, options), run.input_names) if data.calib else None
+    run.data_notes.extend(samples.notes if samples is not None else ())
     if data.val:
         run.calib = samples.subset(range(min(len(samples), data.calib_samples or len(samples)))) if samples else None
-        run.val = bind_to_inputs(open_samples(data.val, options), run.input_names)
+        val_options = DataOptions(image=image, max_samples=data.val_samples, seed=data.seed, scratch=options.scratch)
+        val = open_samples(data.val, val_options)
+        run.data_notes.extend(val.notes)
+        if data.val_samples is not None and len(val) > data.val_samples:
+            val = val.subset(draw_indices(len(val), data.val_samples, data.seed))
+        run.val = bind_to_inputs(val, run.input_names)
     elif samples is not None:
         run.calib, run.val = split_samples(samples, data.calib_samples, data.val_samples, data.seed, data.val_fraction)
     if plan.input_shapes:
