@@ -85,7 +85,7 @@ SETTING_TYPES: dict[str, Any] = {
     "latency_repeats": int,
     "fail_if_slower": bool,
     "accuracy_budget": dict | None,
-    "search_minutes": int | float | None,
+    "search_minutes": float | None,
     "force": bool,
 }
 

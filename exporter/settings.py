@@ -4,11 +4,12 @@ Settings arrive from the command line (text), plan files (JSON/TOML), `export(**
 TOML files, pass configs and accuracy budgets. `coerce` turns a value into its annotated type or
 raises `SettingTypeError` (a `PlanError`: exit 2) naming the setting and the expected type.
 
-Only text typed on the command line is parsed: booleans accept `true/false/yes/no/on/off/1/0` there,
-numbers accept their spelling. Anywhere else a value must already have its type: a boolean is a real
-boolean (`"trust_pickle": "false"` in a plan file is an error, never `bool("false") == True`), an
-integer is not a bool or a fraction, a string is not a number. The CLI marks its text with
-`CommandLineText` so that one conversion serves every source.
+Booleans are where a lax conversion is dangerous (`bool("false") is True`): only text typed on the
+command line is read as a boolean (`true/false/yes/no/on/off/1/0`); anywhere else a boolean must be a
+real boolean, so `"trust_pickle": "false"` in a plan file is an error, never a yes. The CLI marks its
+text with `CommandLineText` so that one conversion serves every source. Numbers may be written as
+text in any source (`"0.5"` is unambiguous) but a boolean is never a number and an integer is never
+a fraction; a list may be given as comma-separated text.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ FALSE_WORDS = ("false", "no", "off", "0")
 
 
 class CommandLineText(str):
-    """A value typed on the command line: the only source whose text is parsed into booleans and numbers."""
+    """A value typed on the command line: the only source whose text is read as a boolean."""
 
 
 class FilePath(str):
@@ -107,8 +108,9 @@ def _union(value: Any, args: tuple, where: str, text: bool) -> Any:
 
 
 def _sequence(value: Any, origin: type, args: tuple, where: str, text: bool) -> Any:
-    if text and isinstance(value, str):
-        items: list = [CommandLineText(v.strip()) for v in value.split(",") if v.strip()]
+    if isinstance(value, str):
+        cls = CommandLineText if text else str
+        items: list = [cls(v.strip()) for v in value.split(",") if v.strip()]
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
@@ -134,7 +136,9 @@ def _bool(value: Any, where: str, text: bool) -> bool:
 def _int(value: Any, where: str, text: bool) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
-    if text and isinstance(value, str):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
         try:
             return int(value.strip())
         except ValueError:
@@ -145,7 +149,7 @@ def _int(value: Any, where: str, text: bool) -> int:
 def _float(value: Any, where: str, text: bool) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if text and isinstance(value, str):
+    if isinstance(value, str):
         try:
             return float(value.strip())
         except ValueError:
@@ -161,8 +165,6 @@ def _describe(annotation: Any) -> str:
 def _hint(value: Any, expected: str) -> str:
     """Say why a string that looks right was refused (`"false"` in a plan file is text, not a boolean)."""
     if isinstance(value, str) and not isinstance(value, CommandLineText):
-        if expected.startswith("true or false") and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-            return f" (a real boolean such as {value.strip().lower() in TRUE_WORDS and 'true' or 'false'}, not the string {value!r})"
-        if expected in ("a whole number", "a number"):
-            return " (a number, not a string)"
+        if expected.startswith("true or false"):
+            return " (a real boolean, not a string)"
     return ""
