@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -22,7 +22,8 @@ class OrtCalibrationReader(CalibrationDataReader):
     `CalibrationError` from inside `quantize_static`). `rewind()` starts again from the first batch;
     `set_range(start, end)` limits reading to batches `start..end-1` (onnxruntime's strided
     calibration); `len()` is the number of batches in the whole set. A progress bar runs while
-    batches are read and closes at exhaustion.
+    batches are read and closes at exhaustion. `rendezvous` (an `exporter.training.settings.Rendezvous`)
+    asks `calibrate_ranges` to shard the set over that many torchrun processes (`calibration.sharding`).
     """
 
     def __init__(
@@ -31,8 +32,10 @@ class OrtCalibrationReader(CalibrationDataReader):
         specs: Sequence[InputSpec],
         batch_size: int = 1,
         desc: str = "calibrating",
+        rendezvous: Any = None,
     ) -> None:
         check_batch_size(batch_size)
+        self.rendezvous = rendezvous
         self.specs = tuple(specs)
         self.samples = bind_to_inputs(samples, [spec.name for spec in self.specs])
         self.batch_size = batch_size

@@ -85,6 +85,7 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action="store_true", default=None, help="allow loading a pickled nn.Module (runs code from the file)")
     p.add_argument("--input-shape", action="append", metavar="SHAPE", help="input shape with batch first, e.g. 1,3,224,224; repeat per input (default: from --calib)")
     p.add_argument("--calib-samples", type=int, help="at most this many calibration samples (default: all but the validation split)")
+    p.add_argument("--calib-nproc", type=int, metavar="N", help="calibrate in N torchrun processes on this machine, statistics merged" + _d("calib_nproc"))
     p.add_argument("--val-samples", type=int, help="validation samples held out of --calib (default: --val-fraction of it)")
     p.add_argument("--val-fraction", type=float, help="fraction of --calib held out for validation" + _d("val_fraction"))
     p.add_argument("--batch-size", type=int, help="batch size for calibration and validation" + _d("batch_size"))

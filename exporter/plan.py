@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "calib": None,
     "val": None,
     "calib_samples": None,
+    "calib_nproc": 1,
     "val_samples": None,
     "val_fraction": 0.2,
     "batch_size": 16,
@@ -107,6 +108,7 @@ class DataPlan:
     calib: str | None = None
     val: str | None = None
     calib_samples: int | None = None
+    calib_nproc: int = 1
     val_samples: int | None = None
     val_fraction: float = 0.2
     batch_size: int = 16
@@ -225,6 +227,7 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         calib=_opt_str(s["calib"]),
         val=_opt_str(s["val"]),
         calib_samples=_opt_positive_int(s["calib_samples"], "calib_samples"),
+        calib_nproc=_positive_int(s["calib_nproc"], "calib_nproc"),
         val_samples=_opt_positive_int(s["val_samples"], "val_samples"),
         val_fraction=_fraction(s["val_fraction"]),
         batch_size=_positive_int(s["batch_size"], "batch_size"),

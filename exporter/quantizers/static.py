@@ -125,29 +125,28 @@ def preprocess_for_quantization(float_path: Path, out_path: Path) -> list[str]:
 def calibrate_ranges(model_path: Path, reader: Any, args: OrtStaticArguments, cache_path: Path) -> int:
     """Collect activation ranges over `reader` and save them in onnxruntime's calibration-cache format.
 
-    Returns the number of calibration batches seen. Raises `CalibrationError` for no data.
+    One batch is held at a time and statistics merge batch by batch (`calibration.statistics`), so
+    memory does not grow with the sample count; a reader whose rendezvous asks for several processes
+    is sharded over torchrun workers (`calibration.sharding`). Returns the number of calibration
+    batches seen. Raises `CalibrationError` for no data.
     """
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    counting = _CountingReader(reader)
-    calibrator = create_calibrator(
-        model_path,
-        augmented_model_path=str(cache_path.parent / "augmented_model.onnx"),
-        providers=["CPUExecutionProvider"],
-        **args.calibrator,
-    )
+    from calibration.sharding import collect_ranges_sharded, sharding_of
+    from calibration.statistics import collect_ranges
+
+    sharded = sharding_of(reader)
     try:
-        with quiet_onnxruntime():
-            calibrator.collect_data(counting)
-            ranges = calibrator.compute_data()
+        if sharded is not None:
+            outcome = collect_ranges_sharded(model_path, sharded, args.calibrator, cache_path.parent / "calibration-shards")
+        else:
+            outcome = collect_ranges(model_path, reader, args.calibrator, cache_path.parent / "calibration")
     except CalibrationError:
         raise
     except ValueError as exc:
-        if counting.batches == 0:
-            raise CalibrationError("calibration data produced no batches: pass --calib with at least one sample") from exc
         raise QuantizationError(f"onnxruntime calibration failed: {exc}") from exc
-    save_tensors_data(ranges, cache_path)
-    return counting.batches
+    save_tensors_data(outcome.ranges, cache_path)
+    return outcome.batches
 
 
 @register_quantizer("static")

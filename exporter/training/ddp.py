@@ -58,15 +58,15 @@ def load_module(path: Path, kind: str) -> nn.Module:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def worker_command(job: Path, rendezvous: Rendezvous) -> list[str]:
-    """The torchrun command line that runs the worker on `job`."""
+def worker_command(job: Path, rendezvous: Rendezvous, module: str = "exporter.training.worker") -> list[str]:
+    """The torchrun command line that runs the worker `module` (training by default) on `job`."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         *rendezvous.torchrun_flags(),
         "-m",
-        "exporter.training.worker",
+        module,
         str(job),
     ]
 
