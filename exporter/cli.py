@@ -1,21 +1,25 @@
 """The command line: `exporter export`, `exporter targets`, `exporter inspect`.
 
-A thin layer over the public API: it turns flags into plan settings, and `ExporterError`s into one
-line on stderr and an exit code (2 bad input, 1 validation failed, 0 success). Heavy modules load
-inside the commands, so `exporter --help` is instant.
+A thin layer over the public API: it turns flags into plan settings, and errors into one line on
+stderr and an exit code: 0 success, 1 validation failed (outputs written), 2 bad input, 3 internal
+error (`-v` prints the traceback), 130 Ctrl-C, 143 SIGTERM. Heavy modules load inside the commands,
+so `exporter --help` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
+import traceback
 from typing import Any, Sequence
 
 from exporter.errors import ExporterError, PlanError
 from exporter.plan import DEFAULTS
 
+INTERNAL_ERROR = 3
 PASS_ALIASES = {"nproc": ("distill", "nproc"), "resume": ("distill", "resume"), "teacher_device": ("distill", "teacher_device")}
 
 
@@ -30,14 +34,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from exporter.quiet import quiet_libraries
+    from exporter.signals import Terminated, terminate_as_interrupt
+
     try:
-        return args.run(args)
+        with terminate_as_interrupt(), contextlib.nullcontext() if verbose else quiet_libraries():
+            return args.run(args)
     except ExporterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"error: {what}; no output was written", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # a bug in the exporter or a library: one line, the traceback only with -v
+        if verbose:
+            traceback.print_exc()
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        hint = "" if verbose else "; rerun with -v for the traceback"
+        print(f"error: internal error: {type(exc).__name__}: {lines[0][:300] if lines else ''}{hint}", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 def build_parser(with_passes: bool = True) -> argparse.ArgumentParser:

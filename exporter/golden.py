@@ -181,7 +181,9 @@ def write_golden(folder: Path, model_file: str, session_run, feeds: list[dict[st
     ref_file = _write(folder, "reference", "golden.reference.bin", ref[idx])
     expected = np.concatenate([session_run({n: stacked[n][idx][i:i + batch] for n in names}) for i in range(0, len(idx), batch)])
     expected_file = _write(folder, "expected", "golden.expected.bin", expected.astype(np.float32))
-    rules = tuple(ToleranceRule(c.figure, c.rule, float(c.threshold)) for c in checks if c.figure in GOLDEN_FIGURES)
+    first_output = next((getattr(c, "output", "") for c in checks), "")
+    rules = tuple(ToleranceRule(c.figure, c.rule, float(c.threshold)) for c in checks
+                  if c.figure in GOLDEN_FIGURES and getattr(c, "output", "") == first_output)
     classifier = ref.ndim == 2 and ref.shape[1] > 1
     golden = GoldenSet(
         model=model_file,

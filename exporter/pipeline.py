@@ -365,8 +365,12 @@ def measure_stage(run: ExportRun) -> None:
 def runtime_stage(run: ExportRun) -> None:
     """Golden vectors beside the model (for apps on any runtime), then the target's own runtime if not onnxruntime."""
     from exporter.golden import write_run_golden
+    from exporter.target_runtime import validate_on_target_runtime
 
     write_run_golden(run)
+    validate_on_target_runtime(run)
+    if Path(run.plan.model.path).is_file():
+        run.measurements["size_pytorch_bytes"] = Path(run.plan.model.path).stat().st_size
 
 
 def _quantize_request(run: ExportRun):
