@@ -45,3 +45,28 @@ class ValidationFailed(ExporterError):
     """The exported model missed one of the target's thresholds (outputs are still written)."""
 
     exit_code = 1
+
+
+class DiskFullError(ExporterError):
+    """The disk (or TMPDIR) filled up while the run wrote its files."""
+
+
+class OutputBusyError(PlanError):
+    """Another live exporter run is writing the same output folder."""
+
+
+def raise_if_disk_full(exc: BaseException) -> None:
+    """Raise one `DiskFullError` if `exc` (or anything it was raised from) is an out-of-space error."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in str(exc):
+            where = getattr(exc, "filename", None)
+            raise DiskFullError(
+                "no space left on the device" + (f" while writing {where}" if where else "")
+                + ": free some space, or point --out (and TMPDIR, where work files go) at a disk with room"
+            ) from None
+        exc = exc.__cause__ or exc.__context__

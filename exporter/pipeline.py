@@ -105,11 +105,12 @@ def run_export(plan: Plan) -> ExportResult:
 
     On `ValidationFailed` the outputs are written all the same and the exception carries the result.
     """
-    import tempfile
+    from exporter.errors import raise_if_disk_full
+    from exporter.run_lock import work_folder
 
     outputs = StagedOutputs(plan.out_dir, plan.force)
-    outputs.check_writable()
-    with tempfile.TemporaryDirectory(prefix="exporter-work-") as work:
+    outputs.check_writable()  # before any work: the lock, and --out is writable
+    with work_folder() as work:
         run = ExportRun(plan=plan, outputs=outputs, work_dir=Path(work))
         try:
             for stage in (load_stage, data_stage, compress_stage, export_stage, quantize_stage,
@@ -125,8 +126,9 @@ def run_export(plan: Plan) -> ExportResult:
             write_html_report(run.outputs.path("report.html"), report)
             files = outputs.commit()
             shutil.rmtree(checkpoint_dir(plan), ignore_errors=True)
-        except BaseException:
+        except BaseException as exc:
             outputs.discard()
+            raise_if_disk_full(exc)
             raise
     result = ExportResult(out_dir=plan.out_dir, files=files, passed=run.passed, report=report)
     if not run.passed:

@@ -36,3 +36,29 @@ def quiet_torch_export() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """For a whole CLI run without `-v`: no logged tracebacks or warnings from torch, onnx, onnxruntime, onnxscript.
+
+    The exporter's own errors say what went wrong in one line; the libraries' logs (torch.export.load logs a
+    full traceback before raising) and Python warnings would bury it.
+    """
+    names = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_ir")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    children = [lg for name, lg in logging.root.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger) and name.split(".")[0] in names and lg.level not in (logging.NOTSET,)]
+    child_levels = [lg.level for lg in children]
+    for lg in children:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers + children, levels + child_levels):
+            lg.setLevel(level)
