@@ -20,7 +20,6 @@ from exporter.errors import ExporterError, PlanError
 from exporter.plan import DEFAULTS
 
 INTERNAL_ERROR = 3
-INTERNAL_ERROR = 3
 PASS_ALIASES = {"nproc": ("distill", "nproc"), "resume": ("distill", "resume"), "teacher_device": ("distill", "teacher_device")}
 
 
