@@ -272,37 +272,57 @@ def quantize_stage(run: ExportRun) -> None:
 
 
 def accuracy_stage(run: ExportRun) -> None:
-    """With `--accuracy-budget`, keep the most sensitive layers in float until the goal is met."""
-    if run.plan.accuracy_budget is None or run.plan.target.quantization.mode != "static":
+    """The mixed-precision search (`exporter.accuracy.search`), on by default for static QDQ int8.
+
+    It runs when the plain int8 model misses the gate (or the `--accuracy-budget` goal) or is slower
+    than the float ONNX at batch 1, within `--search-minutes` (default: scaled to the model);
+    `--no-search` turns it off unless `--accuracy-budget` asks for it.
+    """
+    scheme = run.plan.target.quantization
+    asked = run.plan.accuracy_budget is not None
+    if scheme.mode != "static" or scheme.format != "qdq" or not (run.plan.search or asked) or run.calib is None:
         return
     from exporter.accuracy.budget import AccuracyBudget
-    from exporter.accuracy.fallback import FallbackRequest, search_fallback
-    from exporter.figures import Figures
+    from exporter.accuracy.search import (
+        SearchRequest, algorithm_notes, auto_search_seconds, batches_from, run_search, slower_than_float,
+    )
 
     budget = AccuracyBudget.from_settings(run.plan.accuracy_budget)
-    if run.passed and budget.goal_met_by(run.checks):
+    goal = budget.tolerances(run.plan.target.tolerances)
+    make_reader = _quantize_request(run).make_reader
+    feeds = batches_from(make_reader(), count=2)
+    latency_feed = {k: np.ascontiguousarray(v[:1] if run.plan.target.dynamic_batch else v) for k, v in feeds[0].items()}
+    missed = not all(c.passed for c in run.evaluator.gate(run.gate_figures, goal))
+    slower = slower_than_float(run.final_path, run.float_path, latency_feed)
+    if not (missed or slower):
         return
-    baseline = run.work_dir / "baseline.onnx"
+    if run.plan.search_minutes is not None:
+        seconds = run.plan.search_minutes * 60.0
+    elif asked and "max_minutes" in run.plan.accuracy_budget:
+        seconds = budget.max_minutes * 60.0
+    else:
+        seconds = auto_search_seconds(run.float_path)
+    quantized_from = Path(getattr(run.quant_info, "quantized_from", "") or run.work_dir / "preprocessed.onnx")
+    ptq_log = getattr(run.quant_info, "ptq_log", None)
+    baseline = run.work_dir / "plain_int8.onnx"
     baseline.write_bytes(run.final_path.read_bytes())
-    run.fallback = search_fallback(
-        FallbackRequest(
-            float_path=run.float_path,
-            scheme=run.plan.target.quantization,
-            input_specs=run.specs,
-            make_reader=_quantize_request(run).make_reader,
-            evaluate=run.evaluator.gate_summary,
-            tolerances=run.plan.target.tolerances,
-            budget=budget,
-            work_dir=run.work_dir / "fallback",
-            baseline_path=baseline,
-            baseline_summary=run.gate_figures.to_dict(),
-        )
-    )
-    if run.fallback.best_path != baseline:
-        run.final_path.write_bytes(Path(run.fallback.best_path).read_bytes())
-        run.gate_figures = Figures.from_dict(run.fallback.best_summary)
-        run.final_figures = run.evaluator.onnx(run.final_path, versus="original") if run.export_reference else run.gate_figures
-    run.checks = run.evaluator.gate(run.gate_figures, budget.tolerances(run.plan.target.tolerances))
+    from exporter.accuracy.cache import CACHE_FILE
+
+    run.fallback = run_search(SearchRequest(
+        float_path=run.float_path, plain_path=baseline, prepared_path=quantized_from, plain_figures=run.gate_figures,
+        evaluator=run.evaluator, goal=goal, work_dir=run.work_dir / "search", latency_feed=latency_feed,
+        ranking_feeds=feeds, seconds=seconds, max_trials=budget.max_trials if asked else 16, scheme=repr(scheme),
+        cache_in=run.plan.out_dir / CACHE_FILE, cache_out=run.outputs.path(CACHE_FILE),
+        latency_repeats=run.plan.latency_repeats, algorithms=algorithm_notes(ptq_log),
+        why=("plain int8 misses the goal" if missed else "") + (" and " if missed and slower else "")
+        + ("plain int8 is slower than the float model" if slower else ""),
+    ))
+    run.final_path.write_bytes(run.fallback.best_path.read_bytes())
+    run.gate_figures = run.fallback.best.figures
+    run.final_figures = run.evaluator.onnx(run.final_path, versus="original") if run.export_reference else run.gate_figures
+    run.checks = run.evaluator.gate(run.gate_figures, goal)
+    if not run.fallback.met:
+        run.warnings.append(run.fallback.why)
 
 
 def package_stage(run: ExportRun) -> None:

@@ -58,15 +58,8 @@ def build_report(run) -> dict[str, Any]:
 
 
 def _fallback_dict(fallback) -> dict[str, Any] | None:
-    """The fallback outcome without scratch-file paths (gone after the run) or the SVG (written as layers.svg)."""
-    if fallback is None:
-        return None
-    data = fallback.to_dict()
-    data.pop("best_path", None)
-    data["plot"] = "layers.svg" if data.pop("plot_svg", None) else None
-    for trial in data.get("trials", []):
-        trial.pop("path", None)
-    return data
+    """The mixed-precision search's outcome as plain data (`exporter.accuracy.search.SearchOutcome`)."""
+    return None if fallback is None else fallback.to_dict()
 
 
 def headline(run) -> str:
@@ -91,9 +84,6 @@ def write_report(run, report: dict[str, Any]) -> None:
     run.outputs.path("plan.json").write_text(run.plan.to_json() + "\n", encoding="utf-8")
     run.outputs.path("report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     run.outputs.path("report.md").write_text(render_markdown(report), encoding="utf-8")
-    svg = getattr(run.fallback, "plot_svg", None) if run.fallback is not None else None
-    if svg:
-        run.outputs.path("layers.svg").write_text(svg, encoding="utf-8")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -151,27 +141,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                     out.append("- " + ", ".join(f"{k} {_num(v)}" for k, v in figures.items()))
                 out += [f"- left alone: `{s.get('layer', s)}`: {s.get('reason', '')}" for s in p["skipped"]]
                 out += [f"- {n}" for n in p["notes"]]
-    fb = report.get("accuracy_fallback")
-    if fb:
-        out += ["", "## Accuracy-aware fallback", "", f"Goal {'met' if fb.get('met') else 'NOT met'}; "
-                f"{len(fb.get('trials', []))} trials in {fb.get('seconds', 0):.1f} s."]
-        out += [f"- {n}" for n in fb.get("notes", [])]
-        if fb.get("nodes_in_float"):
-            out += ["", "| kept in float | module | op | why | size cost | latency cost ms |", "|---|---|---|---|---|---|"]
-            out += [f"| {n.get('node')} | {n.get('module', '')} | {n.get('op_type', '')} | {n.get('why', '')} | "
-                    f"{_num(n.get('size_cost_bytes'))} B | {_num(n.get('latency_cost_ms'))} |" for n in fb["nodes_in_float"]]
-        if fb.get("trials"):
-            out += ["", "What was tried:", "", "| # | candidate | calibration | layers in float | top-1 | cosine | SQNR dB | latency ms | gate |",
-                    "|---|---|---|---|---|---|---|---|---|"]
-            for t in fb["trials"]:
-                sm = t.get("summary") or {}
-                out.append(
-                    f"| {t.get('trial')} | {t.get('label', '')} | {t.get('calibration', '')} | {len(t.get('excluded', []))} | "
-                    f"{_num(sm.get('top1_agreement'))} | {_num(sm.get('cosine'))} | {_num(sm.get('sqnr_db'))} | "
-                    f"{_num(t.get('latency_ms'))} | {'pass' if t.get('passed') else 'fail'} |"
-                )
-        if fb.get("plot"):
-            out += ["", "![error per layer](layers.svg)"]
+    out += _decision_section(report.get("accuracy_fallback"))
     ex, q = report["export"], report["quantization"]
     out += [
         "",
@@ -217,6 +187,39 @@ def _gate_section(validation: dict[str, Any]) -> list[str]:
                     "reference_accuracy", "candidate_accuracy"):
             if final.get(key) is not None or floating.get(key) is not None:
                 out.append(f"| {final['name']} | {key} | {_num(floating.get(key))} | {_num(final.get(key))} |")
+    return out
+
+
+def _decision_section(search: dict[str, Any] | None) -> list[str]:
+    """`## Mixed precision`: what the search tried, and the per-layer table (int8 or float, and why)."""
+    if not search:
+        return []
+    out = ["", "## Mixed precision: per-layer decisions", "",
+           f"Goal {'met' if search.get('met') else 'NOT met'}: {search.get('why', '')}. "
+           f"{len(search.get('trials', []))} candidates in {search.get('seconds', 0):.1f} s."]
+    out += [f"- {n}" for n in search.get("notes", [])]
+    latency = search.get("latency_ms") or {}
+    if latency.get("float") is not None:
+        out.append(f"- Batch-1 latency (interleaved): float {_num(latency.get('float'))} ms, plain int8 "
+                   f"{_num(latency.get('plain'))} ms, written file {_num(latency.get('best'))} ms")
+    rows = search.get("decisions") or []
+    if rows:
+        out += ["", "| layer | op | precision | why | error dB (int8 alone) | int8 ms | float ms | what the algorithms changed |",
+                "|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            name = f"`{row['module']}`" if row.get("module") else f"`{row['node']}` (ONNX)"
+            changed = "; ".join(row.get("algorithms") or []) or "–"
+            out.append(f"| {name} | {row['op_type']} | {'**float**' if row['precision'] == 'float' else 'int8'} | {row['why']} | "
+                       f"{_num(row.get('error_db'))} | {_num(row.get('int8_ms'))} | {_num(row.get('float_ms'))} | {changed} |")
+    trials = search.get("trials") or []
+    if trials:
+        out += ["", "What was tried:", "", "| # | candidate | layers in float | top-1 | cosine | SQNR dB | latency ms | gate |",
+                "|---|---|---|---|---|---|---|---|"]
+        for t in trials:
+            figures = t.get("figures") or {}
+            verdict = "pass" if t.get("passed") else ("error" if t.get("error") else "fail")
+            out.append(f"| {t['trial']} | {t['label']} | {len(t.get('float_units', []))} | {_num(figures.get('top1_agreement'))} | "
+                       f"{_num(figures.get('cosine'))} | {_num(figures.get('sqnr_db'))} | {_num(t.get('latency_ms'))} | {verdict} |")
     return out
 
 

@@ -1,9 +1,8 @@
-"""The accuracy budget: what the float fallback search must reach, and how long it may try.
+"""The accuracy budget: what the mixed-precision search must reach, and how long it may try.
 
 A budget sets goal thresholds (top-1 agreement, cosine, SQNR, accuracy drop); each one left unset
 is taken from the target's `Tolerances`, so `--accuracy-budget auto` means "meet the target".
-It also bounds the search (trials and minutes), says whether other calibration methods are tried
-first, and picks the search strategy over the sensitivity ranking (greedy or bisection).
+It also bounds the search (trials and minutes); `exporter.accuracy.search` does the rest.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from exporter.settings import CommandLineText, SettingTypeError, coerce
 from exporter.figures import rule_passes
 from targets.profile import Tolerances
 
-Strategy = Literal["greedy", "bisect"]
 
 EXAMPLE = "e.g. --accuracy-budget agreement=0.99 or --accuracy-budget accuracy_drop=0.5pt,trials=8,minutes=2"
 
@@ -32,8 +30,6 @@ ALIASES: dict[str, str] = {
     "drop": "max_accuracy_drop",
     "trials": "max_trials",
     "minutes": "max_minutes",
-    "calibration_methods": "try_calibration_methods",
-    "strategy": "strategy",
 }
 
 # A plain accuracy drop above this is almost surely meant in percentage points ("0.5" for 0.5 pt).
@@ -53,8 +49,6 @@ class AccuracyBudget:
     max_accuracy_drop: float | None = None
     max_trials: int = 12
     max_minutes: float = 5.0
-    try_calibration_methods: bool = True
-    strategy: Strategy = "greedy"
 
     def validate(self) -> None:
         """Raise `PlanError` (one line) for a goal or limit out of range."""
@@ -115,8 +109,7 @@ class AccuracyBudget:
         if self.max_accuracy_drop is not None:
             goals.append(f"accuracy drop <= {self.max_accuracy_drop * 100:g} pt")
         goal = ", ".join(goals) if goals else "the target's thresholds"
-        methods = "; other calibration methods first" if self.try_calibration_methods else ""
-        return f"{goal}; at most {self.max_trials} trials / {self.max_minutes:g} min; {self.strategy}{methods}"
+        return f"{goal}; at most {self.max_trials} trials / {self.max_minutes:g} min"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form stored in the plan (`plan.accuracy_budget`) and the report."""
@@ -146,8 +139,8 @@ class AccuracyBudget:
     def parse(cls, text: str) -> "AccuracyBudget":
         """Parse the `--accuracy-budget` value: `auto`, or comma-separated `key=value` items.
 
-        Keys: agreement, cosine, sqnr, accuracy_drop (`0.5pt` or a fraction), trials, minutes,
-        calibration_methods (true/false), strategy (greedy/bisect); full field names work too.
+        Keys: agreement, cosine, sqnr, accuracy_drop (`0.5pt` or a fraction), trials, minutes; full
+        field names work too.
         """
         text = (text or "").strip()
         if text.lower() in ("auto", "target", ""):

@@ -26,11 +26,10 @@ class Case:
     make_reader: object
     target: object
     work: Path
+    evaluator: object = None
 
     def evaluate(self, path: Path) -> dict:
-        from exporter.validate import compare_onnx
-
-        return compare_onnx(path, self.reference)
+        return self.evaluator.onnx(path).to_dict()
 
     def feeds(self, count: int = 1) -> list[dict[str, np.ndarray]]:
         return [feed for feed, _, _ in self.reference[:count]]
@@ -70,6 +69,7 @@ def build_case(model: torch.nn.Module, work: Path) -> Case:
     from exporter.inputs import InputSpec
     from exporter.onnx_export import export_onnx
     from exporter.quantizers import QuantizeRequest, quantize_model
+    from exporter.evaluation import Evaluator
     from exporter.validate import reference_outputs
     from targets import get_target
 
@@ -88,6 +88,7 @@ def build_case(model: torch.nn.Module, work: Path) -> Case:
     quantize_model(QuantizeRequest(float_path, quant_path, target.quantization, specs, scratch, make_reader))
     reference = reference_outputs(model, val, specs, batch_size=100)
     case = Case(model, float_path, quant_path, {}, reference, specs, make_reader, target, work)
+    case.evaluator = Evaluator.build(model, val, specs, 100, target.tolerances)
     case.summary = case.evaluate(quant_path)
     return case
 

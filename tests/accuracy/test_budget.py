@@ -13,15 +13,15 @@ EXAMPLE = "(e.g. --accuracy-budget agreement=0.99 or --accuracy-budget accuracy_
 def test_auto_is_the_target_goal_with_default_limits() -> None:
     budget = AccuracyBudget.parse("auto")
     assert budget == AccuracyBudget()
-    assert (budget.max_trials, budget.max_minutes, budget.strategy, budget.try_calibration_methods) == (12, 5.0, "greedy", True)
+    assert (budget.max_trials, budget.max_minutes) == (12, 5.0)
     target = Tolerances(min_top1_agreement=0.95, min_cosine=0.98)
     assert budget.tolerances(target) == target
 
 
 def test_text_items_set_goals_and_limits() -> None:
-    budget = AccuracyBudget.parse("accuracy_drop=0.5pt, trials=8,minutes=2,strategy=bisect,calibration_methods=false")
+    budget = AccuracyBudget.parse("accuracy_drop=0.5pt, trials=8,minutes=2")
     assert budget.max_accuracy_drop == pytest.approx(0.005)
-    assert (budget.max_trials, budget.max_minutes, budget.strategy, budget.try_calibration_methods) == (8, 2.0, "bisect", False)
+    assert (budget.max_trials, budget.max_minutes) == (8, 2.0)
     assert AccuracyBudget.parse("agreement=0.99").min_top1_agreement == 0.99
     assert AccuracyBudget.parse("cosine=0.995,sqnr=20").min_sqnr_db == 20.0
     assert AccuracyBudget.parse("drop=0.01").max_accuracy_drop == 0.01
@@ -45,14 +45,13 @@ def test_plan_data_round_trips() -> None:
     [
         ("agreement", f"bad --accuracy-budget item 'agreement': expected KEY=VALUE {EXAMPLE}"),
         ("speed=2", "unknown --accuracy-budget key 'speed': valid keys are auto, agreement, top1, cosine, sqnr, "
-                    f"accuracy_drop, drop, trials, minutes, calibration_methods, strategy {EXAMPLE}"),
+                    f"accuracy_drop, drop, trials, minutes {EXAMPLE}"),
         ("accuracy_drop=0.5", "accuracy drop '0.5' is ambiguous: write 0.5pt for 0.5 percentage points, or a fraction "
                               f"such as 0.005 {EXAMPLE}"),
         ("trials=2.5", f"bad value '2.5' for accuracy budget max_trials: expected a whole number {EXAMPLE}"),
         ("agreement=high", f"bad value 'high' for accuracy budget min_top1_agreement: expected a number {EXAMPLE}"),
         ("agreement=1.5", f"accuracy budget min_top1_agreement must be in (0, 1], got 1.5 {EXAMPLE}"),
         ("trials=0", "accuracy budget max_trials must be at least 1, got 0"),
-        ("strategy=fast", "bad value 'fast' for accuracy budget strategy: expected one of greedy, bisect"),
         ("trials=2,trials=3", f"--accuracy-budget sets 'trials' twice {EXAMPLE}"),
     ],
 )
@@ -67,7 +66,7 @@ def test_unknown_plan_key_lists_the_valid_ones() -> None:
         AccuracyBudget.from_settings({"min_agreement": 0.9})
     assert str(info.value) == (
         "unknown accuracy budget setting 'min_agreement': valid settings are max_accuracy_drop, max_minutes, "
-        "max_trials, min_cosine, min_sqnr_db, min_top1_agreement, strategy, try_calibration_methods"
+        "max_trials, min_cosine, min_sqnr_db, min_top1_agreement"
     )
 
 
