@@ -85,11 +85,11 @@ def _gate(report: dict) -> str:
     if not checks:
         return _section("gate", "The gate", "<p>This target gates no figure.</p>")
     rows = [
-        [_e(c.get("figure")), _num(c.get("measured")), _e(c.get("rule")), _num(c.get("threshold")),
-         '<span class="ok">pass</span>' if c.get("passed") else '<span class="bad">FAIL</span>']
+        [_e(c.get("output") or "final (onnxruntime CPU)"), _e(c.get("figure")), _num(c.get("measured")), _e(c.get("rule")),
+         _num(c.get("threshold")), '<span class="ok">pass</span>' if c.get("passed") else '<span class="bad">FAIL</span>']
         for c in checks
     ]
-    table = _table(["figure", "measured", "rule", "threshold", "verdict"], rows, numeric={1, 3})
+    table = _table(["checked on", "figure", "measured", "rule", "threshold", "verdict"], rows, numeric={2, 4})
     final = report.get("validation", {}).get("final_vs_original", {})
     shown = {k: final.get(k) for k in ("samples", "top1_agreement", "cosine", "sqnr_db", "max_abs_error",
                                        "reference_accuracy", "candidate_accuracy") if final.get(k) is not None}
@@ -101,17 +101,19 @@ def layer_rows(report: dict) -> list[dict]:
     """Per-layer error rows (node, module, sqnr_db) from the report, worst first; [] when the run made none."""
     candidates: list[Any] = []
     fb = report.get("accuracy_fallback") or {}
-    for key in ("sensitivity", "layers"):
+    for key in ("sensitivity", "layers", "decisions"):
         candidates.append(fb.get(key))
-    for key in ("layers", "sensitivity"):
+    for key in ("layers", "sensitivity", "decisions"):
         candidates.append(report.get(key))
-        candidates.append((report.get("search") or {}).get(key) if isinstance(report.get("search"), dict) else None)
     for rows in candidates:
-        if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "sqnr_db" in rows[0]:
+        if not (isinstance(rows, list) and rows and isinstance(rows[0], dict)):
+            continue
+        key = next((k for k in ("sqnr_db", "error_db") if any(_float(r.get(k)) is not None for r in rows)), None)
+        if key is not None:
             worst: dict[str, dict] = {}
             for row in rows:
                 name = str(row.get("node") or row.get("name") or "?")
-                value = _float(row.get("sqnr_db"))
+                value = _float(row.get(key))
                 if value is None:
                     continue
                 if name not in worst or value < worst[name]["sqnr_db"]:
@@ -125,7 +127,7 @@ def _layers(report: dict) -> str:
     if not rows:
         return _section("layers", "Error per layer",
                         "<p>No per-layer analysis in this run: it runs when the gate needs the mixed-precision search "
-                        "(`--accuracy-budget`), or afterwards with <code>exporter inspect OUT_DIR</code>.</p>")
+                        "(<code>--accuracy-budget</code>), or afterwards with <code>exporter inspect OUT_DIR</code>.</p>")
     shown = rows[:MAX_LAYERS]
     bars = [(f"{r['module'] or r['node']}", r["sqnr_db"], "final" if r["sqnr_db"] < 20 else "float") for r in shown]
     note = f"<p class=\"muted\">SQNR (dB) each quantized layer adds alone, worst first; higher is better"
@@ -149,10 +151,23 @@ def _decisions(report: dict) -> str:
         note = "every quantizable layer is int8" if (report.get("quantization", {}).get("mode") in ("static", "dynamic")) else \
             "this target does not quantize"
         return _section("decisions", "Per-layer int8 / float decisions", f"<p>No layer was kept in float: {note}.</p>")
-    keys = [k for k in ("node", "module", "op_type", "precision", "decision", "why", "reason", "sqnr_db", "latency_cost_ms")
-            if any(k in r for r in rows)]
-    table = _table(keys, [[_num(r.get(k)) if isinstance(r.get(k), float) else _e(r.get(k, "")) for k in keys] for r in rows],
-                   numeric={i for i, k in enumerate(keys) if k in ("sqnr_db", "latency_cost_ms")})
+    numbers = ("sqnr_db", "error_db", "int8_ms", "float_ms", "saved_ms", "latency_cost_ms")
+    keys = [k for k in ("node", "module", "op_type", "precision", "decision", "why", "reason", *numbers)
+            if any(r.get(k) is not None for r in rows)]
+    cells = [[_num(r.get(k)) if isinstance(r.get(k), (int, float)) else
+              (f'<span class="{"ok" if r.get(k) == "int8" else "bad"}">{_e(r.get(k))}</span>' if k == "precision" else _e(r.get(k, "")))
+              for k in keys] for r in rows]
+    kept = sum(1 for r in rows if r.get("precision", "float") == "float")
+    table = f"<p>{kept} of {len(rows)} layers listed run in float.</p>" + _table(
+        keys, cells, numeric={i for i, k in enumerate(keys) if k in numbers})
+    timed = [r for r in rows[:MAX_LAYERS // 2] if _float(r.get("int8_ms")) is not None and _float(r.get("float_ms")) is not None]
+    if timed:
+        bars = []
+        for r in timed:
+            name = str(r.get("module") or r.get("node"))
+            bars += [(f"{name} int8", float(r["int8_ms"]), "final"), (f"{name} float", float(r["float_ms"]), "float")]
+        table += "<p class=\"muted\">Per-layer latency in each precision (ms, lower is better):</p>" + _bar_chart(
+            bars, unit="ms", chart_id="decision-plot")
     return _section("decisions", "Per-layer int8 / float decisions", table)
 
 
@@ -294,7 +309,7 @@ def _num(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.6f}" if 0.99 <= value < 1.0 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     return _e(value)
