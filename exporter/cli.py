@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt(), contextlib.nullcontext() if verbose else quiet_libraries():
             return args.run(args)
     except ExporterError as exc:
+        if verbose and exc.__cause__ is not None:  # e.g. the user's code that raised
+            traceback.print_exception(exc.__cause__)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:

@@ -105,7 +105,7 @@ def run_export(plan: Plan) -> ExportResult:
 
     On `ValidationFailed` the outputs are written all the same and the exception carries the result.
     """
-    from exporter.errors import raise_if_disk_full
+    from exporter.errors import raise_if_disk_full, raise_if_user_code
     from exporter.run_lock import work_folder
 
     outputs = StagedOutputs(plan.out_dir, plan.force)
@@ -129,6 +129,7 @@ def run_export(plan: Plan) -> ExportResult:
         except BaseException as exc:
             outputs.discard()
             raise_if_disk_full(exc)
+            raise_if_user_code(exc)
             raise
     result = ExportResult(out_dir=plan.out_dir, files=files, passed=run.passed, report=report)
     if not run.passed:
@@ -449,7 +450,7 @@ def _random_samples(specs: list[InputSpec], count: int, seed: int):
 
 
 def _check_model_accepts(run: ExportRun) -> None:
-    """One forward pass on a real sample, so a shape the model rejects is named before any long work."""
+    """One forward pass on a real sample, so a shape, dtype or output the model gets wrong is named before any long work."""
     import torch
 
     from calibration import iter_batches
@@ -458,10 +459,45 @@ def _check_model_accepts(run: ExportRun) -> None:
     batch = next(iter(iter_batches(sample_set.subset([0]), run.specs, 1)))
     try:
         with torch.no_grad():
-            run.original(*[torch.from_numpy(batch.inputs[s.name]) for s in run.specs])
+            outputs = run.original(*[torch.from_numpy(batch.inputs[s.name]) for s in run.specs])
     except Exception as exc:
-        shapes = ", ".join(f"{s.name!r} of shape {tuple(batch.inputs[s.name].shape)}" for s in run.specs)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        integers = [s.name for s in run.specs if np.issubdtype(batch.inputs[s.name].dtype, np.integer)]
+        if integers and _computes_in_float(run.original):
+            names = ", ".join(f"{n!r} ({batch.inputs[n].dtype})" for n in integers)
+            raise CalibrationError(
+                f"the model computes in floating point but the data gives integer input {names}: {first}; "
+                "convert the data to float32 as in training (e.g. pixels / 255)"
+            ) from None
+        shapes = ", ".join(f"{s.name!r} of shape {tuple(batch.inputs[s.name].shape)}" for s in run.specs)
         raise CalibrationError(
             f"the model rejects input {shapes}: {first} (check --input-shape and the calibration data)"
         ) from None
+    _check_model_outputs(outputs, sample_set.description)
+
+
+def _computes_in_float(model) -> bool:
+    try:
+        return any(p.is_floating_point() for p in list(model.parameters()) + list(model.buffers()))
+    except Exception:  # noqa: BLE001 - a model without parameters() (a plain function)
+        return False
+
+
+def _check_model_outputs(outputs, where: str) -> None:
+    """The model must return tensors (ONNX outputs are tensors), and finite ones on real data."""
+    import torch
+
+    from exporter.errors import ExportError, LoadError
+
+    tensors = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs) if isinstance(outputs, (tuple, list)) else None
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        kinds = type(outputs).__name__ if tensors is None else ", ".join(type(t).__name__ for t in tensors) or "nothing"
+        raise LoadError(
+            f"the model returns {kinds}, not a tensor or a tuple of tensors: ONNX outputs are tensors; "
+            "make forward return them (e.g. a tuple instead of a dict)"
+        )
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+        raise ExportError(
+            f"the PyTorch model itself outputs NaN or Inf on the first sample of {where} (whose inputs are finite): "
+            "fix the model's weights or forward before exporting"
+        )
