@@ -64,9 +64,10 @@ def build_parser(with_passes: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     export = sub.add_parser("export", help="export, compress, quantize and validate a model",
                             description="Export a PyTorch model to a validated ONNX file for a deployment target.")
-    _add_export_options(export)
+    stages = _add_export_options(export)
     if with_passes:
         _add_pass_options(export)
+    stages.move_last("search", "output")
     export.set_defaults(run=run_export_command)
     targets = sub.add_parser("targets", help="list the deployment targets")
     targets.set_defaults(run=run_targets_command)
@@ -89,7 +90,41 @@ def _d(name: str) -> str:
     return f" (default: {DEFAULTS[name]})"
 
 
-def _add_export_options(p: argparse.ArgumentParser) -> None:
+EXPORT_STAGES = {
+    "model": ("model: what to load", ("model", "--model-class", "--model-kwargs", "--trust-pickle", "--input-shape")),
+    "data": ("data: calibration and validation samples",
+             ("--calib", "--val", "--calib-samples", "--calib-nproc", "--val-samples", "--val-fraction", "--batch-size",
+              "--image-preset", "--resize", "--crop", "--mean", "--std", "--seed")),
+    "target": ("target: export, quantization and the gate",
+               ("--target", "--calib-method", "--exporter", "--opset", "--output-kind", "--fail-if-slower")),
+    "search": ("search: int8/float mix when int8 misses the gate or is slower", ("--accuracy-budget", "--no-search", "--search-minutes")),
+    "output": ("output: where results go and how the run reports",
+               ("--out", "--force", "--dry-run", "--plan", "--latency-repeats", "--progress", "--no-progress", "-v")),
+}
+"""`exporter export --help` sections, in stage order (compression passes come between target and search)."""
+
+
+class _StageGroups:
+    """Routes each export flag to its stage's argument group (a flag not listed lands in `output`)."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.groups = {name: parser.add_argument_group(title) for name, (title, _) in EXPORT_STAGES.items()}
+        self.stage_of = {flag: name for name, (_, flags) in EXPORT_STAGES.items() for flag in flags}
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        stage = next((self.stage_of[n] for n in names if n in self.stage_of), "output")
+        return self.groups[stage].add_argument(*names, **kwargs)
+
+    def move_last(self, *stages: str) -> None:
+        """Put these stages' groups after every other group (after the pass groups added later)."""
+        for stage in stages:
+            self.parser._action_groups.remove(self.groups[stage])
+            self.parser._action_groups.append(self.groups[stage])
+
+
+def _add_export_options(parser: argparse.ArgumentParser) -> _StageGroups:
+    p = _StageGroups(parser)
     p.add_argument("model", nargs="?", help="model file: TorchScript, torch.export .pt2, state dict, or pickled nn.Module")
     p.add_argument("--target", help="target name (see `exporter targets`), `auto`, or a .toml target file" + _d("target"))
     p.add_argument("--calib", help="calibration data: .npy/.npz file, folder of .npy or images, or package.module:function")
@@ -125,6 +160,7 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars (default: only on a terminal)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+    return p
 
 
 def _add_pass_options(p: argparse.ArgumentParser) -> None:
