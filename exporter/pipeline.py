@@ -322,7 +322,7 @@ def accuracy_stage(run: ExportRun) -> None:
     run.gate_figures = run.fallback.best.figures
     run.final_figures = run.evaluator.onnx(run.final_path, versus="original") if run.export_reference else run.gate_figures
     run.checks = run.evaluator.gate(run.gate_figures, goal)
-    if not run.fallback.met:
+    if not run.fallback.met or run.fallback.chose_float_model or run.fallback.slower_than_float:
         run.warnings.append(run.fallback.why)
 
 

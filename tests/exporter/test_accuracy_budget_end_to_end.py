@@ -1,52 +1,101 @@
-"""`--accuracy-budget` through the CLI: layers kept in float until the goal is met, or the best try and exit 1."""
+"""The mixed-precision search through the CLI: on by default when plain int8 misses the gate, `--no-search`
+gives the plain model, `--accuracy-budget` sets the goal, the cache in the output folder is reused."""
 
 from __future__ import annotations
 
 import json
 
 import onnx
+import pytest
+import torch
 
 from exporter.cli import main
 
 
-def _run(sample_dir, out, budget, capsys) -> tuple[int, dict, str]:
-    code = main(["export", str(sample_dir / "digits_cnn.pt2"), "--calib", str(sample_dir / "calib.npz"),
-                 "--val", str(sample_dir / "val.npz"), "--out", str(out), "--accuracy-budget", budget,
-                 "--latency-repeats", "3"])
+@pytest.fixture(scope="module")
+def hostile_model(tmp_path_factory):
+    """The digits CNN with an outlier input channel in `features.3`: plain int8 fails the gate (agreement < 0.5)."""
+    from tests.accuracy.hostile import digits_model, make_weight_hostile
+
+    path = tmp_path_factory.mktemp("hostile") / "hostile.pt"
+    torch.save(make_weight_hostile(digits_model()), path)
+    return path
+
+
+def _export(model, sample_dir, out, capsys, *extra) -> tuple[int, dict, str]:
+    code = main(["export", str(model), "--calib", str(sample_dir / "calib.npz"), "--val", str(sample_dir / "val.npz"),
+                 "--out", str(out), "--latency-repeats", "3", *extra])
     err = capsys.readouterr().err
     return code, json.loads((out / "report.json").read_text()), err
 
 
-def test_budget_met_by_keeping_layers_in_float(sample_dir, tmp_path, capsys):
-    code, report, err = _run(sample_dir, tmp_path / "met", "sqnr=40,trials=8", capsys)
+def _float_convs(path) -> set[str]:
+    """Conv/Gemm nodes whose weight is not a DequantizeLinear output (they compute in float)."""
+    graph = onnx.load(str(path)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] not in dequantized}
+
+
+def test_search_runs_by_default_and_no_search_gives_the_plain_model(hostile_model, sample_dir, tmp_path, capsys):
+    code, report, err = _export(hostile_model, sample_dir, tmp_path / "default", capsys, "--trust-pickle")
+    search = report["accuracy_fallback"]
+    assert search is not None and search["trials"][0]["label"] == "plain int8" and not search["trials"][0]["passed"]
     assert code == 0, err
-    fallback = report["accuracy_fallback"]
-    assert fallback["met"] is True
-    plain = fallback["trials"][0]
-    assert plain["label"] == "plain" and plain["summary"]["sqnr_db"] < 40  # plain int8 misses the goal...
+    assert search["met"] is True
+    rows = {row["module"]: row for row in search["decisions"]}
+    assert rows["features.3"]["precision"] == "float" and rows["features.3"]["error_db"] is not None
+    assert report["verdict"] == "pass"
+    if not search["float_model"]:  # the table says what the file does
+        float_layers = {r["node"] for r in search["decisions"] if r["precision"] == "float" and r["op_type"] in ("Conv", "Gemm")}
+        assert _float_convs(tmp_path / "default" / "model.onnx") == float_layers
+    md = (tmp_path / "default" / "report.md").read_text()
+    assert "## Mixed precision: per-layer decisions" in md and "`features.3`" in md
+    assert (tmp_path / "default" / "search-cache.json").is_file()
+
+    code, report, err = _export(hostile_model, sample_dir, tmp_path / "plain", capsys, "--trust-pickle", "--no-search")
+    assert code == 1 and "error: validation failed: top1_agreement" in err
+    assert report["accuracy_fallback"] is None
+    assert _float_convs(tmp_path / "plain" / "model.onnx") == set()  # every Conv/Gemm computes in int8
+    assert "Mixed precision" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_rerun_with_another_goal_reuses_the_cache(hostile_model, sample_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, first, _ = _export(hostile_model, sample_dir, out, capsys, "--trust-pickle")
+    assert first["accuracy_fallback"]["cache_hit"] == {"timings": False, "errors": False}
+    code, second, err = _export(hostile_model, sample_dir, out, capsys, "--trust-pickle", "--force",
+                                "--accuracy-budget", "cosine=0.9999,trials=4")
+    search = second["accuracy_fallback"]
+    assert search["cache_hit"] == {"timings": True, "errors": True}, err
+    assert {r["node"]: r["error_db"] for r in search["decisions"]} == {
+        r["node"]: r["error_db"] for r in first["accuracy_fallback"]["decisions"]}
+    assert any("from the cache" in note for note in search["notes"])
+
+
+def test_budget_met_by_keeping_layers_in_float(sample_dir, tmp_path, capsys):
+    code, report, err = _export(sample_dir / "digits_cnn.pt2", sample_dir, tmp_path / "met", capsys,
+                                "--accuracy-budget", "sqnr=40,trials=8")
+    assert code == 0, err
+    search = report["accuracy_fallback"]
+    assert search["met"] is True
+    plain = search["trials"][0]
+    assert plain["label"] == "plain int8" and plain["figures"]["sqnr_db"] < 40  # plain int8 misses the goal...
     checks = {c["figure"]: c for c in report["validation"]["checks"]}
     assert checks["sqnr_db"]["threshold"] == 40.0 and checks["sqnr_db"]["measured"] >= 40  # ...the final file meets it
-    kept = {n["module"] for n in fallback["nodes_in_float"]}
-    assert kept and kept <= {"features.0", "features.1", "features.3", "features.4", "features.7", "features.8",
-                             "classifier.0", "classifier.2"}
-    graph = onnx.load(str(tmp_path / "met" / "model.onnx")).graph
-    float_nodes = {n["node"] for n in fallback["nodes_in_float"]}
-    quantized_inputs = {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.output}
-    for node in graph.node:
-        if node.name in float_nodes and node.op_type in ("Conv", "Gemm"):
-            assert node.input[1] not in quantized_inputs  # the weight of a float layer is not dequantized int8
-    assert (tmp_path / "met" / "layers.svg").read_text().startswith("<svg")
-    assert "## Accuracy-aware fallback" in (tmp_path / "met" / "report.md").read_text()
+    float_rows = [r for r in search["decisions"] if r["precision"] == "float"]
+    assert float_rows and all(r["why"] for r in float_rows)
+    if not search["float_model"]:
+        assert {r["node"] for r in float_rows if r["op_type"] in ("Conv", "Gemm")} == _float_convs(tmp_path / "met" / "model.onnx")
 
 
-def test_unreachable_budget_keeps_best_candidate_and_exits_1(sample_dir, tmp_path, capsys):
-    code, report, err = _run(sample_dir, tmp_path / "unmet", "sqnr=200,trials=4,minutes=1", capsys)
+def test_unreachable_budget_keeps_best_candidate_and_says_why(sample_dir, tmp_path, capsys):
+    code, report, err = _export(sample_dir / "digits_cnn.pt2", sample_dir, tmp_path / "unmet", capsys,
+                                "--accuracy-budget", "sqnr=200,trials=3,minutes=1")
     assert code == 1
     assert "error: validation failed: sqnr_db" in err
-    fallback = report["accuracy_fallback"]
-    assert fallback["met"] is False
-    assert len(fallback["trials"]) == 1 + 4  # the plain baseline, then at most `trials` candidates
-    assert any("not met" in n or "best" in n for n in fallback["notes"])
-    md = (tmp_path / "unmet" / "report.md").read_text()
-    assert "Goal NOT met" in md and "What was tried:" in md
+    search = report["accuracy_fallback"]
+    assert search["met"] is False
+    assert len([t for t in search["trials"] if not t["float_model"]]) <= 1 + 3  # the plain model and at most 3 trials
+    assert search["why"].startswith("goal NOT met after") and "sqnr_db" in search["why"]
+    assert report["headline"].startswith("WARNING: goal NOT met after")
     assert (tmp_path / "unmet" / "model.onnx").exists()
