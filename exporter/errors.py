@@ -70,3 +70,41 @@ def raise_if_disk_full(exc: BaseException) -> None:
                 + ": free some space, or point --out (and TMPDIR, where work files go) at a disk with room"
             ) from None
         exc = exc.__cause__ or exc.__context__
+
+
+class UserCodeError(ExporterError):
+    """The user's own code (model class, forward, dataset, factory) raised: bad input, named in one line."""
+
+
+def raise_if_user_code(exc: BaseException) -> None:
+    """Raise one `UserCodeError` if `exc` was raised in the user's code rather than in the exporter or a library.
+
+    The user's code is any frame of the traceback whose file lies outside the exporter's packages, the
+    standard library and installed packages (a model's `forward`, a dataset's `__getitem__`...).
+    """
+    if isinstance(exc, ExporterError) or not isinstance(exc, Exception):
+        return
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_file(f.filename)]
+    if frames:
+        frame = frames[-1]
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise UserCodeError(
+            f"your code raised {type(exc).__name__} in {frame.name}() at {frame.filename}:{frame.lineno}: "
+            f"{lines[0][:300] if lines else ''}; fix it and rerun (-v shows the traceback)"
+        ) from exc
+
+
+def _is_user_file(filename: str) -> bool:
+    import os
+    import sysconfig
+
+    if not filename or filename.startswith("<"):  # generated code (torch.fx graphs, eval)
+        return False
+    path = os.path.realpath(filename)
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    ours = [os.path.join(here, name) for name in ("exporter", "calibration", "targets")]
+    libraries = {os.path.realpath(p) for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if (p := sysconfig.get_paths().get(key))}
+    return not any(path.startswith(root + os.sep) for root in [*ours, *libraries])

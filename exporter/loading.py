@@ -236,6 +236,11 @@ def build_model_class(spec: str, kwargs: dict[str, Any]):
         model = factory(**kwargs)
     except TypeError as exc:
         raise LoadError(f"--model-class {spec} rejected --model-kwargs {kwargs}: {_first_line(exc)}") from None
+    except Exception as exc:  # the user's constructor failed: bad input, named in one line
+        raise LoadError(
+            f"--model-class {spec} raised {type(exc).__name__} while building the model: {_first_line(exc)}; "
+            "fix the class or its --model-kwargs"
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise LoadError(f"--model-class {spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model

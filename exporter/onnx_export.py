@@ -94,6 +94,12 @@ def export_onnx(
             reason = f"dynamo: {fallback_reason}; torchscript: {_first_line(exc)}" if fallback_reason else _first_line(exc)
             raise ExportError(f"could not export the model to ONNX ({reason})") from exc
     onnx_model = clean_graph(onnx.load(str(path)))
+    written = next((i.version for i in onnx_model.opset_import if i.domain in ("", "ai.onnx")), None)
+    if written != opset:  # torch.onnx falls back to its own opset when it cannot convert, with only a log line
+        raise ExportError(
+            f"torch.onnx could not write this model at opset {opset} (it wrote opset {written}): "
+            f"pass --opset {written} or another opset the target's runtime supports"
+        )
     _save(onnx_model, path, external=big)
     check_onnx(path)
     ops: dict[str, int] = {}
@@ -236,6 +242,11 @@ def compare_with_torch(
             scale = max(scale, float(np.max(np.abs(r))))
             cosines.append(cosine_similarity(r, o))
     cosine = float(min(cosines)) if cosines else 1.0
+    if not np.isfinite(worst):
+        raise ExportError(
+            "PyTorch or the float ONNX file outputs NaN or Inf on finite real inputs, so they cannot be compared: "
+            "check the model's weights (a NaN weight or an overflow) before exporting"
+        )
     result = {"max_abs_error": worst, "min_cosine": cosine, "samples": int(sum(len(next(iter(b.values()))) for b in batches))}
     if worst > atol * scale or cosine < min_cosine:
         raise ExportError(

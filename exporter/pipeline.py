@@ -187,6 +187,11 @@ def data_stage(run: ExportRun) -> None:
         run.specs = infer_input_specs(samples, run.input_names)
     else:
         raise PlanError("cannot tell the model's input shape: pass --calib PATH or --input-shape 1,3,224,224")
+    if samples is not None and (run.val is None or len(run.val) == 0):
+        raise CalibrationError(
+            f"--calib {data.calib} gives {len(samples)} sample(s), too few to hold any out for validation (the gate "
+            "would judge the model on random inputs): give more samples, or a separate --val"
+        )
     if run.val is None or len(run.val) == 0:
         run.val = _random_samples(run.specs, RANDOM_VALIDATION_SAMPLES, data.seed)
         run.data_notes.append(
