@@ -41,6 +41,15 @@ class QuantScheme:
     block_size: int = 32
     keep_io_types: bool = True
     accuracy_level: AccuracyLevel = "fp32"  # weight_only: MatMulNBits compute type ("int8" = fastest on CPU)
+    # Post-training algorithms on the float ONNX graph before `quantize_static` (static mode only; see exporter/ptq/).
+    equalize: bool = False  # cross-layer equalization of Conv/Gemm pairs (ReLU6-safe, depthwise-aware)
+    mse_ranges: bool = False  # per-tensor activation range with the least quantization error (histogram search)
+    adaround: bool = False  # weight rounding optimised per layer against float outputs on calibration data
+    adaround_iterations: int = 200  # optimisation steps per layer
+    adaround_samples: int = 1024  # cached input rows (im2col positions) per layer
+    adaround_seconds: float = 240.0  # time bound for the whole pass; later layers keep nearest rounding
+    bias_correction: bool = False  # empirical per-channel bias correction after rounding
+    ptq_samples: int = 128  # calibration samples the algorithms above use (held in memory)
 
     def validate(self, where: str) -> None:
         """Cross-field rules onnxruntime would otherwise fail on late or ignore silently."""
@@ -52,6 +61,15 @@ class QuantScheme:
             raise PlanError(
                 f"{where}: dynamic quantization needs activation_type 'uint8' and weight_type 'int8' or 'uint8', "
                 f"got {self.activation_type!r} and {self.weight_type!r}"
+            )
+        algorithms = [name for name in ("equalize", "mse_ranges", "adaround", "bias_correction") if getattr(self, name)]
+        if algorithms and self.mode != "static":
+            raise PlanError(f"{where}: quantization.{algorithms[0]} needs mode 'static' (calibrated), got {self.mode!r}")
+        if self.adaround_iterations < 1 or self.adaround_samples < 16 or self.ptq_samples < 1 or self.adaround_seconds <= 0:
+            raise PlanError(
+                f"{where}: quantization.adaround_iterations >= 1, adaround_samples >= 16, ptq_samples >= 1 and "
+                f"adaround_seconds > 0 are required, got {self.adaround_iterations}, {self.adaround_samples}, "
+                f"{self.ptq_samples}, {self.adaround_seconds}"
             )
         if self.mode == "weight_only" and self.weight_type not in ("int4", "uint4", "int8", "uint8"):
             raise PlanError(f"{where}: weight_only quantization needs weight_type 'int4' or 'int8', got {self.weight_type!r}")

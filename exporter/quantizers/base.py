@@ -43,10 +43,15 @@ class QuantizeInfo:
     op_counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     nodes_excluded: list[str] = field(default_factory=list)
+    ptq_log: Any = None  # exporter.ptq.PtqLog: what each PTQ algorithm changed, per ONNX node (static mode)
+    quantized_from: str = ""  # the float model quantize_static read (after PTQ), for re-quantization
+    calibration_cache: str = ""  # the onnxruntime calibration cache used (after MSE range selection)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for report.json."""
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["ptq_log"] = self.ptq_log.to_dict() if self.ptq_log is not None else None
+        return data
 
 
 Quantizer = Callable[[QuantizeRequest], QuantizeInfo]

@@ -12,9 +12,12 @@ format and hand that cache to `quantize_static`; the cache is kept as `calibrati
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import onnx
 
 from calibration.uniform_reader import UniformBatchReader
 from exporter.quiet import quiet_onnxruntime
@@ -151,30 +154,70 @@ def calibrate_ranges(model_path: Path, reader: Any, args: OrtStaticArguments, ca
 
 @register_quantizer("static")
 def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
-    """Static quantization: pre-process, calibrate on the user's data, then `quantize_static` with the cache."""
-    from onnxruntime.quantization import quantize_static
+    """Static quantization: pre-process, optional PTQ algorithms, calibrate, then `quantize_static` with the cache.
+
+    With any of the scheme's PTQ fields on (`exporter.ptq.steps`): equalization and AdaRound change
+    the pre-processed float model before calibration, MSE range selection rewrites the cache, and
+    bias correction re-quantizes from the same cache. The float model handed to `quantize_static`
+    is kept as `ptq_float.onnx` in the work folder (`QuantizeInfo.quantized_from`), so a re-quantization
+    with other float nodes starts from the same optimised weights and cache.
+    """
+    from exporter.ptq.steps import after_quantization, before_calibration, refine_ranges, wants_ptq
 
     if request.make_reader is None:
         raise CalibrationError("static quantization needs calibration data: pass --calib PATH")
-    args = ort_static_arguments(request.scheme, request.nodes_to_exclude)
+    scheme = request.scheme
+    args = ort_static_arguments(scheme, request.nodes_to_exclude)
     prepared = request.work_dir / "preprocessed.onnx"
     notes = preprocess_for_quantization(request.float_path, prepared)
+    state = None
+    source = prepared
+    if wants_ptq(scheme):
+        state = before_calibration(prepared, request.make_reader(), scheme)
+        source = request.work_dir / "ptq_float.onnx"
+        onnx.save(state.graph.model, str(source))
     cache = request.work_dir / "calibration.json"
     cache.unlink(missing_ok=True)
-    reader = request.make_reader() if request.scheme.calibration_method == "minmax" else UniformBatchReader(request.make_reader)
-    batches = calibrate_ranges(prepared, reader, args, cache)
+    calibration_args = args
+    if scheme.mse_ranges and scheme.calibration_method != "minmax":
+        calibration_args = ort_static_arguments(dataclasses.replace(scheme, calibration_method="minmax"), request.nodes_to_exclude)
+    minmax = calibration_args.calibrator["calibrate_method"].name == "MinMax"
+    reader = request.make_reader() if minmax else UniformBatchReader(request.make_reader)
+    batches = calibrate_ranges(source, reader, calibration_args, cache)
+    if state is not None and scheme.mse_ranges:
+        refine_ranges(state, cache, scheme)
+    _quantize_from_cache(source, request.out_path, cache, args)
+    if state is not None and scheme.bias_correction:
+        scratch = request.work_dir / "bias_correction.onnx"
+
+        def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
+            onnx.save(model, str(source))
+            _quantize_from_cache(source, scratch, cache, args)
+            return onnx.load(str(scratch))
+
+        after_quantization(state, quantize)
+        onnx.save(state.graph.model, str(source))
+        _quantize_from_cache(source, request.out_path, cache, args)
+    return QuantizeInfo(
+        mode="static",
+        settings=args.to_dict(),
+        calibration_batches=batches,
+        notes=notes + (state.log.notes if state is not None else []),
+        ptq_log=state.log if state is not None else None,
+        quantized_from=str(source),
+        calibration_cache=str(cache),
+    )
+
+
+def _quantize_from_cache(source: Path, out: Path, cache: Path, args: OrtStaticArguments) -> None:
+    """`quantize_static` of the float model `source` with the ranges of calibration cache `cache`."""
+    from onnxruntime.quantization import quantize_static
+
     try:
         with quiet_onnxruntime():
-            quantize_static(
-                str(prepared),
-                str(request.out_path),
-                calibration_data_reader=None,
-                calibration_cache_path=str(cache),
-                **args.quantize,
-            )
+            quantize_static(str(source), str(out), calibration_data_reader=None, calibration_cache_path=str(cache), **args.quantize)
     except Exception as exc:
         raise QuantizationError(f"onnxruntime quantize_static failed: {type(exc).__name__}: {exc}") from exc
-    return QuantizeInfo(mode="static", settings=args.to_dict(), calibration_batches=batches, notes=notes)
 
 
 class _CountingReader:
