@@ -35,27 +35,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from exporter.quiet import quiet_libraries
-    from exporter.signals import Terminated, terminate_as_interrupt
+    from exporter.signals import Terminated, terminate_as_interrupt, terminated
 
     try:
         with terminate_as_interrupt(), contextlib.nullcontext() if verbose else quiet_libraries():
             return args.run(args)
-    except ExporterError as exc:
-        if verbose and exc.__cause__ is not None:  # e.g. the user's code that raised
-            traceback.print_exception(exc.__cause__)
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        if not terminated():  # SIGTERM during an import may surface as ImportError: still a SIGTERM
+            return _report_error(exc, verbose)
+        print("error: terminated (SIGTERM); no output was written", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"error: {what}; no output was written", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Terminated) else 130
-    except Exception as exc:  # a bug in the exporter or a library: one line, the traceback only with -v
-        if verbose:
-            traceback.print_exc()
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        hint = "" if verbose else "; rerun with -v for the traceback"
-        print(f"error: internal error: {type(exc).__name__}: {lines[0][:300] if lines else ''}{hint}", file=sys.stderr)
-        return INTERNAL_ERROR
+
+
+def _report_error(exc: Exception, verbose: int) -> int:
+    """One line on stderr and the exit code: the error's own for `ExporterError`s, 3 for anything else (a bug)."""
+    if isinstance(exc, ExporterError):
+        if verbose and exc.__cause__ is not None:  # e.g. the user's code that raised
+            traceback.print_exception(exc.__cause__)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if verbose:  # a bug in the exporter or a library: one line, the traceback only with -v
+        traceback.print_exception(exc)
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    hint = "" if verbose else "; rerun with -v for the traceback"
+    print(f"error: internal error: {type(exc).__name__}: {lines[0][:300] if lines else ''}{hint}", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 def build_parser(with_passes: bool = True) -> argparse.ArgumentParser:

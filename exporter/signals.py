@@ -13,6 +13,9 @@ import threading
 from typing import Iterator
 
 
+_received: list[int] = []
+
+
 class Terminated(KeyboardInterrupt):
     """The process received SIGTERM."""
 
@@ -27,10 +30,17 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum, frame):
+        _received.append(signum)
         raise Terminated()
 
+    _received.clear()
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def terminated() -> bool:
+    """True once SIGTERM arrived (a C extension may have turned the `Terminated` exception into another one)."""
+    return bool(_received)
