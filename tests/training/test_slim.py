@@ -81,7 +81,10 @@ def test_prune_removes_exactly_the_dead_channels(slimmed) -> None:
     # Removing channels whose normalised output is exactly 0 changes nothing.
     x = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(pruned(x), zeroed(x), rtol=0, atol=1e-5)
+        expected = zeroed(x)
+        # Float32 rounding only: fewer channels sum in another order, so the bound scales with the outputs
+        # (a channel that was not really dead would change them by orders of magnitude more).
+        torch.testing.assert_close(pruned(x), expected, rtol=0, atol=1e-5 * max(1.0, float(expected.abs().max())))
     assert record.summary["after_prune"]["agreement"] == record.summary["after_zeroing"]["agreement"]
 
 
