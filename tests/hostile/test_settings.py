@@ -57,7 +57,7 @@ def test_pass_settings_booleans_from_plan_file_and_command_line(tmp_path, cli):
     assert_one_line_error(run, 2, "bad value 'maybe' for distill.resume: expected true or false (also yes/no, on/off, 1/0)")
 
 
-def test_target_file_and_budget_booleans_are_strict(tmp_path):
+def test_target_file_booleans_and_budget_numbers_are_strict(tmp_path):
     from exporter.accuracy.budget import AccuracyBudget
     from targets import get_target
 
@@ -65,6 +65,6 @@ def test_target_file_and_budget_booleans_are_strict(tmp_path):
     target.write_text('name = "t"\ndescription = "d"\ndynamic_batch = "false"\n')
     with pytest.raises(PlanError, match="field 'dynamic_batch' must be true or false, got 'false'"):
         get_target(str(target))
-    with pytest.raises(PlanError, match="bad value 'no' for accuracy budget try_calibration_methods: expected true or false"):
-        AccuracyBudget.from_settings({"try_calibration_methods": "no"})
-    assert AccuracyBudget.parse("calibration_methods=no").try_calibration_methods is False
+    with pytest.raises(PlanError, match="bad value True for accuracy budget max_trials: expected a whole number"):
+        AccuracyBudget.from_settings({"max_trials": True})
+    assert AccuracyBudget.parse("trials=8").max_trials == 8
