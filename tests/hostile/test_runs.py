@@ -57,3 +57,37 @@ def test_two_runs_write_identical_onnx_files_and_force_keeps_only_user_files(tmp
     assert (second / "notes.md").read_text() == "my notes" and (second / "assets" / "labels.txt").read_text() == "0\n1\n"
     assert sorted(set(os.listdir(second)) - {"assets", "notes.md"}) == sorted(os.listdir(first))
     assert sorted(os.listdir(tmp_path)) == ["first", "second"]
+
+
+def test_sigkilled_runs_leftovers_are_swept_by_the_next_run(tmp_path, monkeypatch):
+    import tempfile
+
+    import exporter.run_lock as run_lock
+    from exporter.outputs import StagedOutputs
+
+    work_tmp = tmp_path / "tmp"
+    work_tmp.mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(work_tmp)}
+    run = subprocess.Popen([sys.executable, "-m", "exporter", "export", PT2, "--calib", CALIB, "--out", str(out), *FAST],
+                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        staged = [n for n in os.listdir(tmp_path) if ".staging-" in n]
+        if staged and any(os.listdir(tmp_path / staged[0])):
+            break
+        time.sleep(0.02)
+    run.kill()
+    run.wait(timeout=60)
+    assert [n for n in os.listdir(tmp_path) if ".staging-" in n], "nothing to sweep: the run was not mid-way"
+    assert [n for n in os.listdir(work_tmp) if n.startswith("exporter-work-")]
+
+    monkeypatch.setattr(run_lock, "STALE_SECONDS", 0.0)  # the dead run's folders are seconds old here
+    monkeypatch.setattr(tempfile, "tempdir", str(work_tmp))
+    time.sleep(0.05)
+    run_lock.sweep_work_folders()
+    staged = StagedOutputs(out, force=False)
+    staged.check_writable()  # the kernel dropped the dead run's lock: this run takes it and sweeps
+    staged.discard()
+    assert sorted(os.listdir(tmp_path)) == ["tmp"]
+    assert not [n for n in os.listdir(work_tmp) if n.startswith("exporter-work-")]
