@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import traceback
 from datetime import timedelta
@@ -65,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
         shard = job / f"shard-{local_rank}"
         data = ArrayData.load(shard) if shard.is_dir() else None
+        # onnxruntime writes `<model>-inferred.onnx` beside the model and deletes it: each rank needs its own copy.
+        model = job / f"work-{rank}" / "model.onnx"
+        model.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spec["model"], model)
         outcome = collect_ranges(
-            Path(spec["model"]),
+            model,
             ArrayBatchReader(data, int(spec["batch_size"])),
             calibrator_args_from_job(spec["calibrator"]),
             job / f"work-{rank}",

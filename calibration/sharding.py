@@ -126,9 +126,11 @@ def collect_ranges_sharded(
 
 def _failure_message(job: Path, returncode: int, log_path: Path) -> str:
     """The first worker's own error when it wrote one, else the end of torchrun's log."""
-    errors = sorted(job.glob("error-*.json"))
+    errors = [json.loads(path.read_text()) for path in sorted(job.glob("error-*.json"))]
+    # A rank whose peer crashed reports the lost connection; the crashed rank's own error says why.
+    errors.sort(key=lambda error: "Connection closed by peer" in error["message"])
     if errors:
-        error = json.loads(errors[0].read_text())
+        error = errors[0]
         return f"sharded calibration failed on rank {error['rank']}: {error['message']}"
     tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-3:]
     detail = " | ".join(tail) if tail else "no output"

@@ -13,15 +13,22 @@ class UniformBatchReader:
 
     onnxruntime's histogram calibrators (Entropy, Percentile, Distribution) stack the outputs of all
     batches with `np.asarray`, which fails when the last batch is shorter ("inhomogeneous shape").
-    The first pass only counts batch sizes; batches are then split, never held together.
+    The batch sizes come from the reader's sample count and batch size when it has them
+    (`OrtCalibrationReader`), else from a first pass that only counts; batches are then split,
+    never held together. (`calibration.statistics` needs no uniform batches; onnxruntime's own
+    calibrators do.)
     """
 
     def __init__(self, make_reader: Callable[[], Any]) -> None:
         self.make_reader = make_reader
-        sizes = []
         reader = make_reader()
-        while (batch := reader.get_next()) is not None:
-            sizes.append(len(next(iter(batch.values()))))
+        if hasattr(reader, "samples") and hasattr(reader, "batch_size"):
+            count, batch = len(reader.samples), reader.batch_size
+            sizes = [batch] * (count // batch) + ([count % batch] if count % batch else [])
+        else:
+            sizes = []
+            while (batch := reader.get_next()) is not None:
+                sizes.append(len(next(iter(batch.values()))))
         self.size = math.gcd(*sizes) if sizes else 1
         self.rewind()
 

@@ -7,7 +7,7 @@ than `MAX_COMPRESSION_RATIO` times its compressed size unless it is small. Then:
 - a stored (uncompressed, `np.savez`) member is memory-mapped straight from the archive, so any
   row costs one read of that row;
 - a deflated (`np.savez_compressed`) member is streamed: rows are read forward from an open
-  decompressor, skipped rows are inflated in 1 MiB chunks and dropped, and asking for an earlier
+  decompressor, skipped rows are inflated in 256 KiB chunks and dropped, and asking for an earlier
   row reopens the member. Samples are read in increasing order (the splits sort their indices), so
   one pass over a set inflates the member at most once, holding one row.
 """
@@ -26,7 +26,7 @@ from calibration.limits import MAX_COMPRESSION_RATIO, SMALL_MEMBER_BYTES, format
 from calibration.readers.npy_format import NpyHeader, check_declared_size, read_npy_header, row_from_bytes
 from exporter.errors import CalibrationError
 
-SKIP_CHUNK = 1 << 20
+SKIP_CHUNK = 1 << 18
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
 
 
