@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
+    # Run as a script: import this package from the repository root, and drop the script's own
+    # folder from the path (its `silero_vad.py` would shadow the `silero_vad` package).
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.zoo.common import DEFAULT_ZOO, ZooInfo, index_line, write_model  # noqa: E402
