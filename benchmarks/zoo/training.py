@@ -104,7 +104,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         acc = evaluate(model, split.val_x, split.val_y)
         print(f"  epoch {epoch + 1}/{epochs} loss {total / len(perm):.3f} val acc {acc:.3f} ({time.time() - start:.0f} s)",
               flush=True)

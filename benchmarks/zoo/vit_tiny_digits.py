@@ -14,7 +14,7 @@ from torch import nn
 from .common import ZooModel
 from .training import digits, train_classifier
 
-EPOCHS = 12
+EPOCHS = 8
 SIZE = 32
 PATCH = 4
 
