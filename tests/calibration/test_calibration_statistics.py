@@ -211,3 +211,45 @@ def test_two_processes_give_the_ranges_of_one(model, tmp_path, method):
     # float bits, hence rtol 1e-5 for the extremes (and one bin for histograms, see the module docstring).
     bins = None if method == "minmax" else args.calibrator["extra_options"]["num_bins"]
     assert_same_ranges(results[2], results[1], bins, rtol=1e-5)
+
+
+def test_two_machines_meet_at_the_rendezvous_endpoint(model, tmp_path):
+    """Two "machines" (two parents on this host, node ranks 0 and 1, one process each, node 0's
+    address as the endpoint) calibrate their halves and both get the one-process ranges."""
+    import socket
+    import threading
+
+    from exporter.quantizers.static import calibrate_ranges, ort_static_arguments
+    from targets.profile import QuantScheme
+
+    rng = np.random.default_rng(4)
+    samples = ListSampleSet([Sample({"input": rng.standard_normal((3, 8, 8)).astype(np.float32)}) for _ in range(37)])
+    specs = [InputSpec("input", (1, 3, 8, 8), "float32")]
+    args = ort_static_arguments(dataclasses.replace(QuantScheme(), calibration_method="percentile"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    batches, failures = {}, []
+
+    def machine(rank: int) -> None:
+        folder = tmp_path / f"node{rank}"
+        folder.mkdir()
+        rendezvous = Rendezvous(nproc=1, nnodes=2, node_rank=rank, endpoint=f"127.0.0.1:{port}")
+        try:
+            batches[rank] = calibrate_ranges(model, OrtCalibrationReader(samples, specs, 4, rendezvous=rendezvous), args, folder / "calibration.json")
+        except Exception as error:  # reported below, on the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=machine, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+    assert not failures, failures
+    assert batches == {0: 10, 1: 10}
+    (tmp_path / "one").mkdir()
+    calibrate_ranges(model, OrtCalibrationReader(samples, specs, 4), args, tmp_path / "one" / "calibration.json")
+    one = load_tensors_data(tmp_path / "one" / "calibration.json")
+    for rank in (0, 1):
+        merged = load_tensors_data(tmp_path / f"node{rank}" / "calibration.json")
+        assert_same_ranges(merged, one, args.calibrator["extra_options"]["num_bins"])
