@@ -159,23 +159,22 @@ def choose_samples(reference: np.ndarray, validated: np.ndarray, count: int, bat
 
 def write_golden(folder: Path, model_file: str, session_run, feeds: list[dict[str, np.ndarray]], reference: list[np.ndarray],
                  checks: list, batch: int, reference_model: str, figures, preprocess: dict[str, Any] | None = None,
-                 count: int = GOLDEN_SAMPLES) -> GoldenSet:
+                 count: int = GOLDEN_SAMPLES, dynamic: bool = True) -> GoldenSet:
     """Write golden.json and its arrays into `folder` from per-batch validation feeds and reference outputs.
 
     `session_run(feed) -> first output` runs the validated file; `checks` are the gate's checks (objects
     with `figure`, `rule`, `threshold`): the figures golden vectors can measure become the tolerance.
-    `figures(reference, candidate) -> dict` computes the figures (see `exporter.verify.figures`).
+    `figures(reference, candidate) -> dict` computes the figures (`figures` below); `dynamic` says whether
+    the file takes any batch size (else every run gets exactly `batch` rows).
     """
     names = list(feeds[0])
     stacked = {n: np.concatenate([f[n] for f in feeds]) for n in names}
     ref = np.concatenate(reference).astype(np.float32)
     stacked = {n: a[:len(ref)] for n, a in stacked.items()}
-    validated = np.concatenate([session_run({n: a[i:i + 64] for n, a in stacked.items()}) for i in range(0, len(ref), 64)]) \
-        if batch == 1 else None
-    if validated is None:
-        usable = (len(ref) // batch) * batch
-        validated = np.concatenate([session_run({n: a[i:i + batch] for n, a in stacked.items()}) for i in range(0, usable, batch)])
-        ref, stacked = ref[:usable], {n: a[:usable] for n, a in stacked.items()}
+    chunk = 64 if dynamic else batch
+    usable = len(ref) if dynamic else (len(ref) // batch) * batch
+    ref, stacked = ref[:usable], {n: a[:usable] for n, a in stacked.items()}
+    validated = np.concatenate([session_run({n: a[i:i + chunk] for n, a in stacked.items()}) for i in range(0, usable, chunk)])
     idx = choose_samples(ref, validated, count, batch)
     inputs = tuple(_write(folder, n, f"golden.input-{_safe(n)}.bin", stacked[n][idx]) for n in names)
     ref_file = _write(folder, "reference", "golden.reference.bin", ref[idx])
@@ -231,6 +230,7 @@ def write_run_golden(run) -> GoldenSet:
         reference_model="compressed PyTorch model (after the passes)" if exported else "original PyTorch model",
         figures=figures,
         preprocess=preprocess,
+        dynamic=run.plan.target.dynamic_batch,
     )
     run.measurements["golden_vectors"] = {"file": GOLDEN_FILE, "samples": golden.samples, "selection": golden.selection,
                                           "reference_model": golden.reference_model, "figures_at_export": golden.figures_at_export}

@@ -99,3 +99,16 @@ def test_python_app_checks_golden_vectors(sample_export, tmp_path):
     np.random.default_rng(0).permutation(ref).astype("<f4").tofile(folder / "golden.reference.bin")
     bad = subprocess.run([sys.executable, "-c", script, str(folder / "model.onnx"), str(image)], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("golden vectors: FAIL")
+
+
+def test_fixed_shape_file_gets_golden_vectors_in_its_batch(tmp_path):
+    from exporter.api import export
+    from exporter.verify import verify
+
+    sample = ROOT / "samples" / "digits"
+    result = export(str(sample / "digits_cnn.pt2"), target="mobile-int8", input_shape=["1,1,16,16"], calib=str(sample / "calib.npz"),
+                    val=str(sample / "val.npz"), out=str(tmp_path / "out"), latency_repeats=3, search=False)
+    golden = GoldenSet.read(result.out_dir)
+    assert golden.batch == 1 and golden.inputs[0].shape == (8, 1, 16, 16)
+    check = verify(result.out_dir, "python")
+    assert check.passed and check.versus_export["max_abs_error"] < 1e-5
