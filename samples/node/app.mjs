@@ -96,10 +96,12 @@ async function classify(file, golden, session, makeTensor) {
   if (!existsSync(file)) fail(`image not found: ${file}`);
   const png = PNG.sync.read(readFileSync(file));
   const entry = golden.inputs[0];
-  const shape = [1, ...entry.shape.slice(1)];
-  const data = pixelsToInput(png.data, png.width, png.height, shape, golden.preprocess);
-  const feeds = { [entry.name]: makeTensor('float32', data, shape) };
-  const logits = (await session.run(feeds))[session.outputNames[0]].data;
+  const one = pixelsToInput(png.data, png.width, png.height, [1, ...entry.shape.slice(1)], golden.preprocess);
+  const data = new Float32Array(one.length * golden.batch); // a fixed-shape file takes exactly `batch` rows
+  for (let i = 0; i < golden.batch; i++) data.set(one, i * one.length);
+  const feeds = { [entry.name]: makeTensor('float32', data, [golden.batch, ...entry.shape.slice(1)]) };
+  const output = (await session.run(feeds))[session.outputNames[0]];
+  const logits = output.data.slice(0, output.dims.at(-1));
   const probs = softmax(logits);
   const label = probs.indexOf(Math.max(...probs));
   return { file, label, probability: probs[label] };
