@@ -140,13 +140,13 @@ class HistogramStats:
         return merged
 
 
-def histogram_entries(
-    histograms: HistogramStats, extrema: ExtremaStats, layout: HistogramLayout, dtype: np.dtype
-) -> dict[str, tuple]:
-    """The `HistogramCollector.histogram_dict` onnxruntime would have built from all values at once."""
+def histogram_entries(histograms: HistogramStats, extrema: ExtremaStats, layout: HistogramLayout) -> dict[str, tuple]:
+    """The `HistogramCollector.histogram_dict` onnxruntime would have built from all values at once
+    (bin edges in each tensor's own dtype, float32 or float16, as onnxruntime's are)."""
     entries: dict[str, tuple] = {}
     for name, hist in histograms.counts.items():
-        low, high, magnitude_low, magnitude_high = extrema.extrema[name]
+        low, high, _, _ = extrema.extrema[name]
+        dtype = np.asarray(low).dtype
         first, last = layout.edges_range(extrema.extrema[name])
         _, edges = np.histogram(np.zeros(0, dtype=dtype), bins=layout.num_bins, range=(first, last))
         if layout.magnitudes:
@@ -228,17 +228,15 @@ def collect_ranges(
         raise CalibrationError("calibration data produced no batches: pass --calib with at least one sample")
     reader.rewind()
     histograms = HistogramStats()
-    dtype = np.dtype(np.float32)
     for outputs in _outputs(session, reader, names, tensors):
         for name in tensors:
             if name in extrema.extrema:
                 histograms.update(name, outputs[name], layout, extrema.extrema[name])
-                dtype = outputs[name].dtype
     histograms = HistogramStats.merge(gather(histograms))
-    return CalibrationOutcome(_histogram_ranges(histograms, extrema, layout, dtype), batches)
+    return CalibrationOutcome(_histogram_ranges(histograms, extrema, layout), batches)
 
 
-def _histogram_ranges(histograms: HistogramStats, extrema: ExtremaStats, layout: HistogramLayout, dtype: np.dtype):
+def _histogram_ranges(histograms: HistogramStats, extrema: ExtremaStats, layout: HistogramLayout):
     """onnxruntime's own threshold search (entropy, percentile, distribution) on the merged histograms."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorsData
 
@@ -250,7 +248,7 @@ def _histogram_ranges(histograms: HistogramStats, extrema: ExtremaStats, layout:
         percentile=layout.percentile,
         scenario=layout.scenario,
     )
-    collector.histogram_dict = histogram_entries(histograms, extrema, layout, dtype)
+    collector.histogram_dict = histogram_entries(histograms, extrema, layout)
     methods = {
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,

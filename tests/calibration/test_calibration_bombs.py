@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import tracemalloc
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
