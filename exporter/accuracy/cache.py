@@ -39,11 +39,13 @@ def cache_key(files: Sequence[Path], feeds: Sequence[dict[str, np.ndarray]], sch
 
 @dataclass
 class SearchCache:
-    """What one key remembers: `timings` per unit and `errors_db` per unit (either may be empty)."""
+    """What one key remembers: `timings` and `errors_db` per unit, and `speed_set`, the units the speed
+    decision put in float after profiling in place (any may be empty)."""
 
     key: str
     timings: dict[str, UnitTiming] = field(default_factory=dict)
     errors_db: dict[str, float] = field(default_factory=dict)
+    speed_set: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Plain data for the cache file."""
@@ -52,6 +54,7 @@ class SearchCache:
             "key": self.key,
             "timings": {k: v.to_dict() for k, v in self.timings.items()},
             "errors_db": dict(self.errors_db),
+            "speed_set": list(self.speed_set),
         }
 
 
@@ -66,9 +69,10 @@ def load_cache(path: Path | None, key: str) -> SearchCache:
             return empty
         timings = {k: UnitTiming(float(v["int8_ms"]), float(v["float_ms"])) for k, v in data.get("timings", {}).items()}
         errors = {k: float(v) for k, v in data.get("errors_db", {}).items()}
+        speed = [str(n) for n in data.get("speed_set", [])]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return empty
-    return SearchCache(key, timings, errors)
+    return SearchCache(key, timings, errors, speed)
 
 
 def save_cache(path: Path, cache: SearchCache) -> None:

@@ -5,8 +5,8 @@ Given the plain int8 model (already made and judged by the pipeline), in order:
 1. **units and timings**: every quantized unit (`units`), its kernel time in int8 and in float on
    this CPU (`latency`, from onnxruntime's profiler), or timings supplied by the caller;
 2. **speed**: units whose int8 form is slower go to float (`decision.slower_in_int8`); with measured
-   timings the choice is profiled once more in place, and a unit whose float form costs more there
-   (its new Q/DQ boundary included) goes back to int8;
+   timings the choice is then profiled in place a few times, moving units whose time there says
+   otherwise (a new Q/DQ boundary included), and the fastest profiled set is kept;
 3. **accuracy**, while the goal is missed: each unit's own output error (`ranking`), then float
    prefixes of `decision.accuracy_order` of growing size (1, 2, 4, ...) until one passes, then a
    bisection for the shortest passing prefix;
@@ -33,7 +33,9 @@ import numpy as np
 import onnx
 
 from exporter.accuracy.cache import CACHE_FILE, SearchCache, cache_key, load_cache, save_cache
-from exporter.accuracy.decision import Candidate, LayerDecision, accuracy_order, pick_final, slower_in_int8
+from exporter.accuracy.decision import (
+    SLOWER_FLOOR_MS, SLOWER_MARGIN, Candidate, LayerDecision, accuracy_order, pick_final, slower_in_int8,
+)
 from exporter.accuracy.latency import UnitTiming, attribute_kernels, measure_unit_timings, profile_kernels, profile_runs
 from exporter.accuracy.mixed import float_units, folded_activations
 from exporter.accuracy.ranking import rank_units
@@ -42,6 +44,9 @@ from exporter.accuracy.units import Unit, name_unnamed_nodes, quantized_units
 from exporter.progress import progress_bar
 
 log = logging.getLogger("exporter")
+
+SETTLE_ROUNDS = 4
+"""At most this many in-place profiles refine the speed choice (`_Search._settle`)."""
 
 Clock = Callable[[Mapping[str, Path]], dict[str, float]]
 """Times files (key -> path) at batch 1 and returns key -> ms; the default times them interleaved."""
@@ -277,7 +282,7 @@ class _Search:
         if self.cache.timings:
             self.cache_hit["timings"] = True
             timings = self.cache.timings
-            self.speed_set = slower_in_int8(timings)
+            self.speed_set = [n for n in self.cache.speed_set if n in names]
             self.notes.append(f"unit timings from the cache ({len(timings)} units)")
             return timings
         started = time.perf_counter()
@@ -287,23 +292,45 @@ class _Search:
         plain_path = self.runner.trials[0].path
         runs = profile_runs(self._one_run_seconds(plain_path))
         timings = measure_unit_timings(plain_path, float_path, quant, everything, names, r.latency_feed, runs)
-        slower = slower_in_int8(timings)
-        if slower:  # in place: a float unit among int8 ones pays for its new Q/DQ boundary
-            mixed, _ = float_units(quant, slower, folded, prepared)
-            mixed_path = self.work / "speed_check.onnx"
-            onnx.save(mixed, str(mixed_path))
-            in_place = attribute_kernels(profile_kernels(mixed_path, r.latency_feed, runs), mixed, names)
-            back = [n for n in slower if in_place[n] > timings[n].int8_ms]
-            if back:
-                self.notes.append(f"{len(back)} unit(s) slower in int8 alone but not once in place (Q/DQ boundary): kept int8")
-            slower = [n for n in slower if n not in back]
+        slower = self._settle(slower_in_int8(timings), timings, quant, folded, prepared, names, runs)
         self.speed_set = slower
+        self.cache.speed_set = list(slower)
         total8 = sum(t.int8_ms for t in timings.values())
         totalf = sum(t.float_ms for t in timings.values())
         self.notes.append(f"profiled {len(timings)} units in int8 ({total8:.3f} ms) and float ({totalf:.3f} ms) "
                           f"at batch 1, {runs} runs each, in {time.perf_counter() - started:.1f} s")
         self.cache.timings = timings
         return timings
+
+    def _settle(self, start: list[str], timings: dict[str, UnitTiming], quant: onnx.ModelProto, folded: dict,
+                prepared: onnx.ModelProto, names: set[str], runs: int) -> list[str]:
+        """Profile the speed choice in place and move units whose time there says otherwise, up to
+        `SETTLE_ROUNDS` times; keep the set with the lowest profiled total.
+
+        In place, a float unit among int8 ones pays for its new Q/DQ boundary (back to int8 if that
+        makes it slower than its int8 form), and an int8 unit among float ones pays for its own (to
+        float if that makes it slower than its float form).
+        """
+        r = self.request
+        seen: dict[frozenset, float] = {frozenset(): sum(t.int8_ms for t in timings.values())}
+        current = frozenset(start)
+        for round_ in range(SETTLE_ROUNDS):
+            if not current or current in seen:
+                break
+            mixed, _ = float_units(quant, sorted(current), folded, prepared)
+            path = self.work / f"speed_round_{round_}.onnx"
+            onnx.save(mixed, str(path))
+            in_place = attribute_kernels(profile_kernels(path, r.latency_feed, runs), mixed, names)
+            seen[current] = sum(in_place.values())
+            back = {n for n in current if in_place[n] > timings[n].int8_ms * (1 + SLOWER_MARGIN) + SLOWER_FLOOR_MS}
+            forward = {n for n in names - current if in_place[n] > timings[n].float_ms * (1 + SLOWER_MARGIN) + SLOWER_FLOOR_MS}
+            current = frozenset((current - back) | forward)
+        best = min(seen, key=lambda s: (seen[s], len(s)))
+        self.notes.append(
+            f"speed choice settled in place over {len(seen) - 1} profile(s): {len(best)} unit(s) in float, "
+            f"{seen[best]:.3f} ms of kernels against {seen[frozenset()]:.3f} ms all int8"
+        )
+        return sorted(best)
 
     def _one_run_seconds(self, path: Path) -> float:
         from exporter.runtime import session_for
