@@ -160,8 +160,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     for pkg in report["packages"]:
         out.append(f"- Package step `{pkg['name']}`: files {', '.join(pkg['files']) or 'none'}")
         out += [f"  - {note}" for note in pkg.get("notes", [])]
+    for rt in report["measurements"].get("runtimes", []):
+        label = " ".join(x for x in (rt["runtime"], rt.get("precision") or "") if x)
+        out.append(f"- Runtime {label}: {rt['file']} {rt.get('latency_ms')} ms at batch 1"
+                   + (f", gate {'pass' if rt['passed'] else 'FAIL'}" if "passed" in rt else ""))
     out += ["- Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()),
-            "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+            "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+            "- See also: [report.html](report.html) (plots); golden vectors in `golden.json` "
+            "(check them on your runtime: `exporter verify OUT_DIR --runtime python|node|web|openvino`)", ""]
     return "\n".join(out)
 
 
