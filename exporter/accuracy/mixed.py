@@ -15,7 +15,8 @@ biases) and costs no calibration. For each float unit:
    put back on the float path, taken from the float model;
 4. Q/DQ nodes and constants nobody reads any more are removed;
 5. float Conv/Gemm layers that still read a DequantizeLinear are pinned float for run time
-   (`exporter.accuracy.pin`: onnxruntime would otherwise re-quantize their weights when loading).
+   (`exporter.accuracy.pin.pin_by_per_axis_input`: onnxruntime would otherwise re-quantize their
+   weights when loading); one the per-axis input cannot pin gets the int32-bias pin.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def float_units(
     `folded` (from `folded_activations`) and `float_model` (for a folded Clip's bounds) restore the
     activations the quantizer folded. Returns the model and the layers pinned float.
     """
-    from exporter.accuracy.pin import pin_float_layers, runtime_requantized
+    from exporter.accuracy.pin import pin_by_per_axis_input, pin_float_layers, runtime_requantized
 
     model = copy.deepcopy(quant_model)
     graph = model.graph
@@ -154,7 +155,9 @@ def float_units(
     graph.node.extend(new_nodes)
     _remove_dead(graph)
     _topological_sort(graph)
-    pinned = pin_float_layers(model, runtime_requantized(model, chosen))
+    victims = runtime_requantized(model, chosen)
+    pinned = pin_by_per_axis_input(model, victims)
+    pinned += pin_float_layers(model, [v for v in victims if v not in pinned])
     if pinned:
         _remove_dead(graph)
     return model, pinned
