@@ -37,7 +37,7 @@ COLUMNS = ("ort", "quark", "nncf", "ours")
 TRANSFORMERS = ("minilm_l6", "vit_tiny_digits")
 DEFAULT_MODELS = (
     "efficientnet_lite0", "minilm_l6", "mobilenet_v3_photos", "mobilenet_v2_photos", "cnn_digits16",
-    "cnn_digits48", "vit_tiny_digits", "resemblyzer_lstm", "silero_vad", "crepe_tiny",
+    "cnn_digits48", "vit_tiny_digits", "resemblyzer_lstm", "silero_vad", "crepe_tiny", "khmer_crnn",
 )
 
 

@@ -1,7 +1,7 @@
 """Figures of one quantized candidate against the float ONNX on the validation inputs, and batch-1 timing.
 
 Figures follow what the output is (the zoo's `output_kind`): logits -> top-1 agreement with the
-float model, cosine, accuracy when labels exist; embeddings -> cosine (agreement is meaningless and
+float model (per step for (N, T, C) sequence logits), cosine, accuracy when labels exist; embeddings -> cosine (agreement is meaningless and
 left blank); probabilities -> decision agreement (p > 0.5 for a single probability, arg-max for a
 distribution over bins), cosine and max absolute error. Cosine is the mean over samples of the
 per-sample cosine of the first output. Timing: batch 1, one intra-op and one inter-op thread,
@@ -61,7 +61,9 @@ def figures(reference: np.ndarray, candidate: np.ndarray, output_kind: str, labe
     cosine = float(np.mean(np.sum(ref * got, axis=1) / np.maximum(denom, 1e-12)))
     kind = output_kind.split()[0]
     agreement = accuracy = None
-    if kind == "logits":
+    if kind == "logits" and reference.ndim == 3:  # a sequence of per-step logits (N, T, C): agreement per step
+        agreement = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+    elif kind == "logits":
         agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
         if labels is not None:
             accuracy = float(np.mean(got.argmax(1) == labels))

@@ -34,6 +34,7 @@ MODELS = (
     "resemblyzer_lstm",
     "silero_vad",
     "crepe_tiny",
+    "khmer_crnn",
 )
 
 INDEX_HEAD = """# Model zoo (real weights, real inputs)
