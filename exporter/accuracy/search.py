@@ -437,7 +437,7 @@ class _Search:
             int8_ms = timing.int8_ms if timing else None
             float_ms = timing.float_ms if timing else None
             if best.is_float_model:
-                precision, why = "float", "the float model was written (see the search notes)"
+                precision, why = "float", "the float model was written; " + _int8_case(timing, error)
             elif unit.name in floated and unit.name in speed:
                 precision, why = "float", f"int8 slower: {_ms(int8_ms)} vs {_ms(float_ms)} in float"
             elif unit.name in floated:
@@ -446,18 +446,22 @@ class _Search:
                 if timing is not None:
                     why += f"; float costs {_ms(max(timing.saved_ms, 0.0))}"
             else:
-                precision = "int8"
-                parts = []
-                if timing is not None:
-                    parts.append(f"int8 saves {_ms(timing.saved_ms)}" if timing.saved_ms >= 0 else
-                                 f"int8 {_ms(-timing.saved_ms)} slower alone, not in place")
-                if error is not None:
-                    parts.append(f"int8 alone: {error:.1f} dB SQNR at the output")
-                why = "; ".join(parts) or "kept int8"
+                precision, why = "int8", _int8_case(timing, error)
             rows.append(LayerDecision(unit.name, unit.module, unit.op_type, precision, why,
                                       error, _round(int8_ms), _round(float_ms),
                                       tuple(self.request.algorithms.get(unit.name, ()))))
         return rows
+
+
+def _int8_case(timing: UnitTiming | None, error: float | None) -> str:
+    """What int8 does for a unit: the time it saves (or loses alone) and the output error it adds alone."""
+    parts = []
+    if timing is not None:
+        parts.append(f"int8 saves {_ms(timing.saved_ms)}" if timing.saved_ms >= 0 else
+                     f"int8 {_ms(-timing.saved_ms)} slower alone, not in place")
+    if error is not None:
+        parts.append(f"int8 alone: {error:.1f} dB SQNR at the output")
+    return "; ".join(parts) or "kept int8"
 
 
 def _ms(value: float | None) -> str:
