@@ -24,6 +24,7 @@ from targets import Target, get_target
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+MIN_OPSET = 13
 
 # Flat settings with their defaults: the vocabulary shared by the CLI, plan files and the API.
 DEFAULTS: dict[str, Any] = {
@@ -211,7 +212,7 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         quant = dataclasses.replace(target.quantization, calibration_method=s["calib_method"])
         target = dataclasses.replace(target, quantization=quant)
     if s["opset"] is not None:
-        target = dataclasses.replace(target, opset=_positive_int(s["opset"], "opset"))
+        target = dataclasses.replace(target, opset=_opset(s["opset"]))
     if s["exporter"] not in EXPORTERS:
         raise PlanError(f"bad --exporter {s['exporter']!r}: expected one of {', '.join(EXPORTERS)}")
     shapes = tuple(
@@ -320,6 +321,16 @@ def _positive_int(value: Any, name: str) -> int:
     except (TypeError, ValueError):
         raise PlanError(f"bad --{name.replace('_', '-')} {value!r}: expected a positive integer") from None
     return number
+
+
+def _opset(value: int) -> int:
+    """`--opset`: from 13 (what the quantizers need) to the newest opset the installed onnx package knows."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= value <= newest:
+        raise PlanError(f"bad --opset {value}: expected {MIN_OPSET} to {newest} (the newest opset onnx {onnx.__version__} knows)")
+    return value
 
 
 def _opt_positive_int(value: Any, name: str) -> int | None:
