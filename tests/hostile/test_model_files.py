@@ -108,3 +108,10 @@ def test_pt2_with_aotinductor_payload_is_refused(tmp_path, cli):
     model = rewrite_zip(SAMPLE / "digits_cnn.pt2", tmp_path / "aoti.pt2", add={"data/aotinductor/model/model.so": b"\x7fELF"})
     run = cli("export", model, "--calib", CALIB, "--out", tmp_path / "out")
     assert_one_line_error(run, 2, "'data/aotinductor/model/model.so'", "would unpickle or run as code")
+
+
+def test_pt2_torch_cannot_read_is_one_line_without_torchs_logged_traceback(tmp_path, cli):
+    # torch.export.load logs a full traceback ("Ran into the following error when deserializing") before raising.
+    model = _edit_program(tmp_path, lambda p: p.update(schema_version={"major": 99, "minor": 0}))
+    run = cli("export", model, "--calib", CALIB, "--out", tmp_path / "out")
+    assert_one_line_error(run, 2, f"cannot load {model} as a torch.export program")
