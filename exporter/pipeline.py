@@ -109,8 +109,8 @@ def run_export(plan: Plan) -> ExportResult:
     from exporter.run_lock import work_folder
 
     outputs = StagedOutputs(plan.out_dir, plan.force)
-    outputs.check_writable()  # before any work: the lock, and --out is writable
     with work_folder() as work:
+        outputs.check_writable()  # before any work: the lock, and --out is writable
         run = ExportRun(plan=plan, outputs=outputs, work_dir=Path(work))
         try:
             for stage in (load_stage, data_stage, compress_stage, export_stage, quantize_stage,
