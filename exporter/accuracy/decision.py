@@ -97,7 +97,7 @@ class FinalChoice:
 def pick_final(candidates: Sequence[Candidate], float_ms: float | None) -> FinalChoice:
     """The file to write.
 
-    1. Passing candidates no slower than the float model (within `LATENCY_TIE`): the fastest, ties
+    1. Passing candidates no slower than the float model: the fastest, ties (within `LATENCY_TIE`)
        to fewer float units.
     2. Else, when the float model itself is a candidate and passes: the float model (int8 was
        slower for every passing mix).
@@ -105,7 +105,7 @@ def pick_final(candidates: Sequence[Candidate], float_ms: float | None) -> Final
     4. Nothing passes: the smallest deficit, ties to the faster one; `met` is False.
     """
     def no_slower(c: Candidate) -> bool:
-        return float_ms is None or c.latency_ms is None or c.latency_ms <= float_ms * (1.0 + LATENCY_TIE)
+        return float_ms is None or c.latency_ms is None or c.latency_ms <= float_ms
 
     def speed_key(c: Candidate) -> tuple:
         return (c.latency_ms if c.latency_ms is not None else math.inf, c.float_units)
