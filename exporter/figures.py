@@ -6,8 +6,8 @@ Every output of a model has a *kind*, detected from the reference model's output
 | kind | what it is | judged by |
 |---|---|---|
 | `logits` | classifier scores (raw or log-softmax), class on the last axis | top-1 agreement, cosine, SQNR, accuracy drop |
-| `probabilities` | softmax rows (non-negative, summing to 1) | top-1 agreement, absolute error, accuracy drop |
-| `probability` | independent probabilities in [0, 1] (sigmoid: voice activity, multi-label) | absolute error, decision agreement at the threshold, accuracy drop |
+| `probabilities` | softmax rows (non-negative, summing to 1) | top-1 agreement, mean absolute error, accuracy drop |
+| `probability` | independent probabilities in [0, 1] (sigmoid: voice activity, multi-label) | mean absolute error, decision agreement at the threshold, accuracy drop |
 | `embedding` | a vector compared by direction (speaker, sentence, face embeddings) | cosine |
 | `regression` | anything else: values, boxes, feature maps | cosine, SQNR, absolute error |
 
@@ -43,11 +43,15 @@ _MIN_EMBEDDING_DIM = 8
 """A unit-norm row shorter than this is not called an embedding (2-D directions, unit quaternions)."""
 _LABEL_ACCURACY_FLOOR = 0.5
 """Labels prove an output is a classifier when its arg-max matches them at least this often (and 3x chance)."""
-_PEAK_RATIO = 1.5
-_PEAK_DIVERSITY = 0.2
-"""Unlabelled 2-D scores count as logits when each row's top value stands out (its z-score is at
-least `_PEAK_RATIO` times that of a Gaussian row of the same width) and the arg-max classes are
-spread (distinct arg-max values >= `_PEAK_DIVERSITY` of min(samples, classes)); else embedding."""
+_GAP_RATIO = 1.5
+_MIN_SPREAD = 0.05
+"""Unlabelled 2-D scores count as logits when each row's top value stands clear of the runner-up as in
+a classifier (the median gap between the two largest values, in units of the row's standard
+deviation, is at least `_GAP_RATIO` times that of Gaussian rows of the same width) and the arg-max
+falls on more than one column and on at least `_MIN_SPREAD` of min(samples, columns) (an embedding
+with one dominant dimension has a large gap but always the same arg-max). Measured: digits CNN
+logits 3.4x (10 of 10 columns), EfficientNet-Lite0 ImageNet logits on photo crops 2.3x (58 of
+1000), MiniLM mean-pooled sentence embedding 1.03x, its CLS vector 57x but always one column."""
 EPSILON = 1e-12
 """Slack for `<=` rules: a measured figure equal to its threshold up to float rounding passes."""
 
@@ -78,9 +82,9 @@ def detect_kind(reference: np.ndarray, labels: np.ndarray | None = None) -> tupl
     `embedding`; outputs of rank <= 3 with every value in [0, 1] are a sigmoid `probability`; one
     value per sample is regression. What remains is a 2-D/3-D score vector, logits or embedding:
     labels that the arg-max matches (>= 50 % and 3x chance) make it `logits`; without such labels,
-    rows whose top value stands out from the rest as in a classifier, with arg-max classes spread
-    over the samples, are `logits`, and anything else is an `embedding` (judged by cosine, which
-    also holds a misjudged classifier to a strict bar).
+    rows whose top value stands clear of the runner-up as in a classifier, with the arg-max spread
+    over several columns, are `logits` (see `_GAP_RATIO`), and anything else is an `embedding`
+    (judged by cosine, which also holds a misjudged classifier to a strict bar).
     """
     array = np.asarray(reference)
     shape = tuple(array.shape)
@@ -108,16 +112,16 @@ def detect_kind(reference: np.ndarray, labels: np.ndarray | None = None) -> tupl
     accuracy = _label_accuracy(rows if array.ndim == 2 else None, labels)
     if accuracy is not None and accuracy >= max(_LABEL_ACCURACY_FLOOR, 3.0 / width):
         return "logits", f"the arg-max of its {width} columns matches the labels on {accuracy:.0%} of samples"
-    ratio, distinct = _peak_ratio(rows), len(np.unique(rows.argmax(axis=1)))
-    spread = distinct / min(len(rows), width)
+    ratio, columns = _gap_ratio(rows), np.unique(rows.argmax(axis=1))
+    distinct = len(columns)
     label_note = f"; labels match its arg-max on only {accuracy:.0%}" if accuracy is not None else ""
-    if ratio >= _PEAK_RATIO and spread >= _PEAK_DIVERSITY:
+    if ratio >= _GAP_RATIO and distinct >= max(2, _MIN_SPREAD * min(len(rows), width)):
         return "logits", (
-            f"each row's top value stands out like a classifier's (peak {ratio:.2f}x a random row's) and the "
-            f"arg-max falls on {distinct} of {width} columns{label_note}"
+            f"each row's top value stands clear of the rest as in a classifier (top-2 gap {ratio:.1f}x a random "
+            f"row's) and the arg-max falls on {distinct} of {width} columns{label_note}"
         )
     return "embedding", (
-        f"{width} unnormalised values without a classifier's peaked rows (peak {ratio:.2f}x a random row's, "
+        f"{width} unnormalised values without a classifier's clear winners (top-2 gap {ratio:.1f}x a random row's, "
         f"arg-max on {distinct} of {width} columns){label_note}; judged by cosine (pass --output-kind logits "
         "if it is a classifier)"
     )
@@ -132,16 +136,15 @@ def _label_accuracy(rows: np.ndarray | None, labels: np.ndarray | None) -> float
     return float(np.mean(rows.argmax(axis=1) == labels))
 
 
-def _peak_ratio(rows: np.ndarray) -> float:
-    """Median z-score of each row's maximum, over the same for seeded Gaussian rows of the same width."""
-    def median_peak(values: np.ndarray) -> float:
+def _gap_ratio(rows: np.ndarray) -> float:
+    """Median (largest - second largest) / row std, over the same for seeded Gaussian rows of the same width."""
+    def median_gap(values: np.ndarray) -> float:
+        ordered = np.sort(values, axis=1)
         std = values.std(axis=1)
-        z = (values.max(axis=1) - values.mean(axis=1)) / np.where(std > 0, std, np.inf)
-        return float(np.median(z))
+        return float(np.median((ordered[:, -1] - ordered[:, -2]) / np.where(std > 0, std, np.inf)))
 
-    width = rows.shape[1]
-    null = median_peak(np.random.default_rng(0).standard_normal((512, width)))
-    return median_peak(rows) / null if null > 0 else 0.0
+    null = median_gap(np.random.default_rng(0).standard_normal((512, rows.shape[1])))
+    return median_gap(rows) / null if null > 0 else 0.0
 
 
 def parse_output_kinds(values: Sequence[str] | str | None) -> tuple[tuple[str, str], ...]:
@@ -387,8 +390,8 @@ RULES: tuple[Rule, ...] = (
     Rule("cosine", ">=", ("min_cosine",), frozenset({"logits", "regression"})),
     Rule("cosine", ">=", ("min_embedding_cosine", "min_cosine"), frozenset({"embedding"})),
     Rule("sqnr_db", ">=", ("min_sqnr_db",), frozenset({"logits", "regression"})),
-    Rule("max_abs_error", "<=", ("max_abs_error",), frozenset({"logits", "embedding", "regression"})),
-    Rule("max_abs_error", "<=", ("max_probability_abs_error", "max_abs_error"), frozenset({"probabilities", "probability"})),
+    Rule("max_abs_error", "<=", ("max_abs_error",), _ALL),
+    Rule("mean_abs_error", "<=", ("max_probability_mean_abs_error",), frozenset({"probabilities", "probability"})),
     Rule("accuracy_drop", "<=", ("max_accuracy_drop",), LABELLED_KINDS),
 )
 """The gate: every rule that applies to an output's kind and has a threshold set is checked."""

@@ -83,8 +83,9 @@ class Tolerances:
     the rest compare the final model with the original PyTorch model on held-out data, each output
     by the rules for its kind (`exporter.figures.RULES`): classifiers by top-1 agreement, cosine,
     SQNR and accuracy drop; embeddings by `min_embedding_cosine` (else `min_cosine`); probabilities
-    by `max_probability_abs_error` (else `max_abs_error`) and, for sigmoid outputs,
-    `min_decision_agreement` at `decision_threshold`.
+    by the mean absolute error of the probabilities (`max_probability_mean_abs_error`) and, for
+    sigmoid outputs, the share of decisions that agree at `decision_threshold`
+    (`min_decision_agreement`). `max_abs_error` applies to every kind.
     """
 
     export_max_abs_error: float = 1e-4
@@ -95,7 +96,7 @@ class Tolerances:
     max_abs_error: float | None = None
     max_accuracy_drop: float | None = None
     min_embedding_cosine: float | None = None
-    max_probability_abs_error: float | None = None
+    max_probability_mean_abs_error: float | None = None
     min_decision_agreement: float | None = None
     decision_threshold: float = 0.5
 
@@ -105,7 +106,7 @@ class Tolerances:
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
                 raise PlanError(f"{where}: tolerances.{name} must be in (0, 1], got {value}")
-        for name in ("max_probability_abs_error", "decision_threshold"):
+        for name in ("max_probability_mean_abs_error", "decision_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 1.0:
                 raise PlanError(f"{where}: tolerances.{name} must be in (0, 1), got {value}")
