@@ -41,9 +41,9 @@ ROOT = add_repo_root_to_path()
 RESULTS = ROOT / "benchmarks" / "results_runtimes.md"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 ZOO = Path("/work/zoo")
-RUNTIMES = ("python", "openvino", "openvino-default", "node", "web")
+RUNTIMES = ("python", "openvino", "openvino-default", "node", "web", "browser")
 RUNTIME_NAMES = {"python": "onnxruntime CPU", "openvino": "OpenVINO f32", "openvino-default": "OpenVINO default",
-                 "node": "onnxruntime-node", "web": "onnxruntime-web (WASM)"}
+                 "node": "onnxruntime-node", "web": "onnxruntime-web (WASM, Node)", "browser": "onnxruntime-web (WASM, Chromium)"}
 
 
 def _conv_net_source(name: str, build, work: Path) -> dict:

@@ -85,10 +85,10 @@ def build_parser(with_passes: bool = True) -> argparse.ArgumentParser:
     inspect.set_defaults(run=run_inspect_command)
     verify = sub.add_parser("verify", help="run an output folder's golden vectors on a runtime and check the gate's tolerance",
                             description="Run the golden vectors of an export on a runtime (python: onnxruntime; openvino; "
-                                        "node: onnxruntime-node; web: onnxruntime-web WASM in Node) and compare with PyTorch. "
-                                        "Exit 0 pass, 1 fail, 2 bad input.")
+                                        "node: onnxruntime-node; web: onnxruntime-web WASM in Node; browser: the web sample page "
+                                        "in headless Chromium) and compare with PyTorch. Exit 0 pass, 1 fail, 2 bad input.")
     verify.add_argument("out_dir", help="the --out folder of a finished export")
-    verify.add_argument("--runtime", default="python", help="python, openvino, node or web (default: python)")
+    verify.add_argument("--runtime", default="python", help="python, openvino, node, web or browser (default: python)")
     verify.add_argument("--time", type=int, default=0, metavar="N", help="also time N batch-1 runs and print the median")
     verify.set_defaults(run=run_verify_command)
     return parser

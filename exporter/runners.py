@@ -1,5 +1,8 @@
 """Running an exported file's golden vectors on one runtime: onnxruntime in Python, OpenVINO, Node, the web.
 
+`browser` runs the web sample page itself in headless Chromium; `web` runs the same WASM kernels in Node
+(faster to start, no browser needed).
+
 Each runner is a function registered in `RUNNERS` under its `--runtime` name:
 `runner(folder, golden, time_repeats) -> RuntimeRun`, with the first output of every golden sample in
 order, and the batch-1 latency when `time_repeats > 0`. The Node and web runners call the app samples
@@ -156,3 +159,21 @@ def run_web(folder: Path, golden: GoldenSet, time_repeats: int = 0) -> RuntimeRu
     """onnxruntime-web's WASM backend (the browser page's kernels) run in Node (samples/web/node-check.mjs)."""
     return _node_script(folder, SAMPLES / "web" / "node-check.mjs", "onnxruntime-web", golden, time_repeats,
                         "onnxruntime-web (wasm)")
+
+
+@RUNNERS.register("browser")
+def run_browser(folder: Path, golden: GoldenSet, time_repeats: int = 0) -> RuntimeRun:
+    """The browser page itself (samples/web/index.html, onnxruntime-web WASM) in headless Chromium."""
+    from exporter.browser import PageServer, find_chromium, run_page
+
+    chromium = find_chromium()
+    if chromium is None:
+        raise RuntimeUnavailable("chromium is not installed: apt-get install -y chromium (or set CHROMIUM=/path/to/chrome)")
+    if not (SAMPLES / "web" / "node_modules" / "onnxruntime-web").is_dir():
+        raise RuntimeUnavailable(f"onnxruntime-web is not installed: run npm ci --prefix {SAMPLES / 'web'}")
+    with PageServer(folder.resolve()) as server:
+        report = run_page(chromium, server, f"/web/index.html?out=/out/&report=/result&time={int(time_repeats)}")
+    if "error" in report:
+        raise PlanError(f"the browser page could not run {folder / golden.model}: {report['error']}")
+    outputs = np.asarray(report.pop("outputs"), dtype=np.float32).reshape(golden.reference.shape)
+    return RuntimeRun("onnxruntime-web (wasm, chromium)", str(report.get("version") or ""), outputs, report.get("latency_ms"), "", report)

@@ -28,10 +28,30 @@ async function loadExport(read) {
   const passed = checks.every((c) => c.passed);
   Object.assign(state, { session, golden });
   Object.assign(state.result, { passed, figures: measured, checks, samples: golden.samples });
+  if (params.get('report')) state.result.outputs = Array.from(outputs); // for `exporter verify --runtime browser`
+  if (Number(params.get('time')) > 0) state.result.latency_ms = await timeFirstChunk(golden, inputs, makeTensor, session, Number(params.get('time')));
   $('verdict').textContent = `Golden vectors (${golden.samples} samples): ${passed ? 'PASS' : 'FAIL'}`;
   $('verdict').className = passed ? 'pass' : 'fail';
   $('checks').replaceChildren(...describe(checks).map((line) => Object.assign(document.createElement('li'), { textContent: line })));
   $('image').disabled = false;
+}
+
+/** Median batch-1 latency (ms) of the first golden chunk over `repeats` runs, after 5 warm-up runs. */
+async function timeFirstChunk(golden, inputs, makeTensor, session, repeats) {
+  const feeds = {};
+  for (const entry of golden.inputs) {
+    const size = entry.shape.slice(1).reduce((a, b) => a * b, 1);
+    feeds[entry.name] = makeTensor(entry.dtype, inputs[entry.name].slice(0, golden.batch * size), [golden.batch, ...entry.shape.slice(1)]);
+  }
+  for (let i = 0; i < 5; i++) await session.run(feeds);
+  const times = [];
+  for (let i = 0; i < repeats; i++) {
+    const start = performance.now();
+    await session.run(feeds);
+    times.push(performance.now() - start);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
 }
 
 /** Classify one image (any format the browser decodes) and show the top class. */

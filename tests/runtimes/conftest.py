@@ -1,4 +1,4 @@
-"""Fixtures for the runtime tests: find node/chromium/node_modules, serve files to a headless browser.
+"""Fixtures for the runtime tests: find node, chromium and the samples' node_modules.
 
 A runtime that is missing skips its tests on a developer's machine; with CI=true (as .ci/run runs)
 it fails them instead, so CI can never pass by skipping.
@@ -6,23 +6,16 @@ it fails them instead, so CI can never pass by skipping.
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
-import queue
 import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
+from exporter.browser import PageServer, chromium_command, find_chromium, run_page  # noqa: F401 (re-exported for the tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--mute-audio"]
 
 
 def require(condition: bool, what: str) -> None:
@@ -47,64 +40,6 @@ def node() -> str:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's headless-capable `chromium`."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    path = find_chromium()
     require(path is not None, "chromium")
     return path
-
-
-def chromium_command(binary: str, profile: str, *extra: str) -> list[str]:
-    """A headless chromium command line with a fresh profile and no background network."""
-    return [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra]
-
-
-class PageServer:
-    """Serves `samples/` at / and one export folder at /out/; a page POSTs its result to /result."""
-
-    def __init__(self, out_dir: Path, extra: dict[str, Path] | None = None) -> None:
-        self.results: queue.Queue = queue.Queue()
-        roots = {"/out/": Path(out_dir), **(extra or {}), "/": SAMPLES}
-        results = self.results
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
-                              ".wasm": "application/wasm", ".onnx": "application/octet-stream"}
-
-            def translate_path(self, path: str) -> str:
-                path = path.split("?", 1)[0]
-                for prefix, root in roots.items():
-                    if path.startswith(prefix):
-                        return str(root / path[len(prefix):])
-                return str(SAMPLES / path.lstrip("/"))
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                results.put(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def run_page(chromium: str, server: PageServer, path: str, timeout: float = 120.0) -> dict:
-    """Open `path` on `server` in headless chromium and return the JSON the page POSTs to /result."""
-    with tempfile.TemporaryDirectory(prefix="exporter-chromium-") as profile:
-        proc = subprocess.Popen(chromium_command(chromium, profile, server.url + path),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            return server.results.get(timeout=timeout)
-        except queue.Empty:
-            proc.kill()
-            raise AssertionError(f"the page posted no result within {timeout:.0f} s: {proc.communicate()[1][-2000:]}") from None
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()

@@ -49,7 +49,7 @@ def test_verify_cli_exit_codes(sample_export, tmp_path):
     [
         (["/nonexistent/out"], "error: output folder /nonexistent/out not found: pass the --out folder of an export"),
         (["{tmp}"], "golden.json not found"),
-        (["{out}", "--runtime", "nod"], "error: unknown runtime 'nod': did you mean 'node'? valid: node, openvino, python, web"),
+        (["{out}", "--runtime", "nod"], "error: unknown runtime 'nod': did you mean 'node'? valid: browser, node, openvino, python, web"),
     ],
 )
 def test_verify_bad_input_is_one_line_exit_2(sample_export, tmp_path, args, message):
@@ -72,6 +72,17 @@ def test_verify_on_node_runtimes(sample_export, tmp_path, node, runtime):
         assert app["figures"][key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
     assert app["passed"] is True
     tampered = verify(_tampered(sample_export, tmp_path), runtime)
+    assert not tampered.passed and tampered.run.app_report["passed"] is False
+
+
+def test_verify_in_the_browser_page(sample_export, tmp_path, node, chromium):
+    result = verify(sample_export.out_dir, "browser")
+    assert result.passed, result.describe()
+    assert result.run.runtime == "onnxruntime-web (wasm, chromium)"
+    assert result.versus_export["max_abs_error"] < 0.05 and result.versus_export["cosine"] > 0.9999
+    expected = figures(result.golden.reference.load(sample_export.out_dir), result.run.outputs)
+    assert result.run.app_report["figures"]["cosine"] == pytest.approx(expected["cosine"], rel=1e-9)
+    tampered = verify(_tampered(sample_export, tmp_path), "browser")
     assert not tampered.passed and tampered.run.app_report["passed"] is False
 
 
