@@ -3,7 +3,8 @@
 Open a source (`open_samples`), split it (`split_samples`), key it by the model's inputs
 (`bind_to_inputs`, `infer_input_specs`), and feed it in checked batches (`iter_batches`, or
 `OrtCalibrationReader` for onnxruntime's `quantize_static`). `OrtCalibrationReader` loads
-onnxruntime on first use.
+onnxruntime on first use. Readers are bounded by `limits`; activation ranges are collected one
+batch at a time by `statistics.collect_ranges`, or over torchrun processes by `sharding`.
 """
 
 from __future__ import annotations
