@@ -189,3 +189,33 @@ def test_limits_are_what_the_docs_say():
     assert limits.MAX_COMPRESSION_RATIO == 100
     assert limits.DEFAULT_FACTORY_SAMPLES == 10_000
     assert limits.format_bytes(5 * (1 << 50) + (1 << 49)) == "5.5 PiB"
+
+
+def test_image_declaring_a_billion_pixels_is_refused_before_decoding(tmp_path):
+    """A 100-byte PNG whose header declares 40000 x 40000 pixels: Pillow's decompression-bomb check
+    refuses it at open, and the reader turns that into one line naming the file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "bomb.png").write_bytes(png)
+    samples = open_samples(str(folder))
+    error = None
+
+    def attempt():
+        nonlocal error
+        with pytest.raises(CalibrationError) as caught:
+            samples[0]
+        error = caught.value
+
+    assert peak_bytes(attempt) < MiB
+    message = str(error)
+    assert "\n" not in message
+    assert message.startswith(f"cannot read image {folder / 'bomb.png'}: Image size (1600000000 pixels) exceeds limit")
+    assert message.endswith("; remove or replace the file")
