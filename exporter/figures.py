@@ -73,7 +73,9 @@ class KindDecision:
         return dataclasses.asdict(self)
 
 
-def detect_kind(reference: np.ndarray, labels: np.ndarray | None = None) -> tuple[OutputKind, str]:
+def detect_kind(
+    reference: np.ndarray, labels: np.ndarray | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[OutputKind, str]:
     """Decide what one output is from the reference model's values on held-out data (batch axis first).
 
     The rules, in order: integer or 0-d outputs and 4-D+ tensors are regression (feature maps);
@@ -81,7 +83,9 @@ def detect_kind(reference: np.ndarray, labels: np.ndarray | None = None) -> tupl
     exponentials sum to 1 are log-softmax `logits`; rows of unit L2 norm (8+ values) are an
     `embedding`; outputs of rank <= 3 with every value in [0, 1] are a sigmoid `probability`; one
     value per sample is regression. What remains is a 2-D/3-D score vector, logits or embedding:
-    labels that the arg-max matches (>= 50 % and 3x chance) make it `logits`; without such labels,
+    labels that the arg-max matches (>= 50 % and 3x chance) make it `logits`; an output with the
+    shape of one of the model's inputs (`input_shapes`, batch axis first) is regression (a recurrent
+    state fed back, or an image-to-image output); otherwise,
     rows whose top value stands clear of the runner-up as in a classifier, with the arg-max spread
     over several columns, are `logits` (see `_GAP_RATIO`), and anything else is an `embedding`
     (judged by cosine, which also holds a misjudged classifier to a strict bar).
@@ -112,6 +116,9 @@ def detect_kind(reference: np.ndarray, labels: np.ndarray | None = None) -> tupl
     accuracy = _label_accuracy(rows if array.ndim == 2 else None, labels)
     if accuracy is not None and accuracy >= max(_LABEL_ACCURACY_FLOOR, 3.0 / width):
         return "logits", f"the arg-max of its {width} columns matches the labels on {accuracy:.0%} of samples"
+    for name, shape_in in (input_shapes or {}).items():
+        if tuple(shape_in[1:]) == shape[1:]:
+            return "regression", f"it has the shape of input {name!r} {shape[1:]} (a state fed back, or an input-shaped result)"
     ratio, columns = _gap_ratio(rows), np.unique(rows.argmax(axis=1))
     distinct = len(columns)
     label_note = f"; labels match its arg-max on only {accuracy:.0%}" if accuracy is not None else ""
@@ -176,6 +183,7 @@ def decide_kinds(
     outputs: Sequence[np.ndarray],
     labels: np.ndarray | None,
     overrides: Sequence[tuple[str, str]] = (),
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> tuple[KindDecision, ...]:
     """The kind of every output: the user's `overrides` first (by name, or "" for all), else `detect_kind`.
 
@@ -194,7 +202,7 @@ def decide_kinds(
             kind = table.get(name, table.get(""))
             decisions.append(KindDecision(name, kind, f"set by --output-kind {kind}", overridden=True))
             continue
-        kind, reason = detect_kind(values, labels)
+        kind, reason = detect_kind(values, labels, input_shapes)
         decisions.append(KindDecision(name, kind, reason))
     return tuple(decisions)
 

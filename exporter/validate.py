@@ -133,7 +133,8 @@ def reference_outputs(
     reference = Reference(batches, names)
     if batches:
         stacked = [reference.stacked(i) for i in range(len(names))]
-        reference.kinds = decide_kinds(names, stacked, reference.labels(), overrides)
+        inputs = {name: tuple(array.shape) for name, array in batches[0].feed.items()}
+        reference.kinds = decide_kinds(names, stacked, reference.labels(), overrides, inputs)
     return reference
 
 

@@ -114,6 +114,16 @@ def test_labels_that_do_not_match_the_argmax_do_not_make_a_classifier():
     assert "labels match its arg-max on only" in reason
 
 
+def test_an_output_shaped_like_an_input_is_a_state_not_logits():
+    # Silero VAD returns its LSTM state (N, 2, 128) beside the probability; it is fed back as input 'state'.
+    rng = np.random.default_rng(6)
+    state = np.concatenate([np.tanh(rng.standard_normal((50, 1, 128))), rng.standard_normal((50, 1, 128)) * 3], axis=1)
+    state[:, :, 7] += 8.0  # a few cells far above the rest, as trained LSTM states have
+    assert detect_kind(state.astype(np.float32))[0] == "logits"  # alone, it looks like peaked scores
+    kind, reason = detect_kind(state.astype(np.float32), None, {"x": (50, 576), "state": (50, 2, 128)})
+    assert (kind, reason) == ("regression", "it has the shape of input 'state' (2, 128) (a state fed back, or an input-shaped result)")
+
+
 def test_reasons_say_why():
     assert detect_kind(_unit_rows(8, 32, 0)) == ("embedding", "every row of 32 values has unit L2 norm")
     logits, labels = _classifier_logits()
