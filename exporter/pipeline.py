@@ -346,7 +346,7 @@ def measure_stage(run: ExportRun) -> None:
 
     from exporter.modelstats import count_params
     from exporter.runtime import interleaved_latency_ms, session_for
-    from exporter.validate import GateCheck
+    from exporter.figures import GateCheck, rule_passes
 
     feed = _fixed_batch(run.reference[0][0], run.specs, batch=1)
     float_session = session_for(run.float_path, threads=1)
