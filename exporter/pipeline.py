@@ -387,7 +387,7 @@ def measure_stage(run: ExportRun) -> None:
         )
     if run.plan.fail_if_slower and run.quant_info.mode != "none":
         ratio = run.measurements["speedup_vs_float"]
-        run.checks.append(GateCheck("speedup_vs_float", ratio, 1.0, ">=", ratio >= 1.0))
+        run.checks.append(GateCheck("speedup_vs_float", ratio, 1.0, ">=", rule_passes(ratio, 1.0, ">=")))
 
 
 def runtime_stage(run: ExportRun) -> None:
