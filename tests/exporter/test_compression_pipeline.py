@@ -17,6 +17,7 @@ def test_fold_prune_distill_then_int8(sample_dir, tmp_path, capsys, monkeypatch)
         "export", str(sample_dir / "digits_cnn.state_dict.pt"), "--model-class", "samples.architectures:DigitsCNN",
         "--calib", str(sample_dir / "calib.npz"), "--val", str(sample_dir / "val.npz"), "--out", str(out),
         "--fold-bn", "--prune", "0.5", "--distill", "--distill-epochs", "6", "--latency-repeats", "3",
+        "--no-search",  # the search may keep the float model when int8 times slower on a busy CPU: timing, not passes
     ])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
