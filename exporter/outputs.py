@@ -39,7 +39,7 @@ class StagedOutputs:
     """The output folder of one run: lock, pre-flight check, staging folder, and the atomic commit."""
 
     def __init__(self, out_dir: Path, force: bool) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(os.path.abspath(out_dir))  # `--out .` is the current folder, by its name
         self.force = force
         self._staging: Path | None = None
         self._lock = FolderLock(self.out_dir.parent / f".{self.out_dir.name}.lock")
@@ -51,6 +51,8 @@ class StagedOutputs:
         or `PlanError` (not a folder, not writable).
         """
         parent = self.out_dir.parent
+        if not self.out_dir.name:
+            raise PlanError(f"--out {self.out_dir} is the filesystem root: choose a folder for the outputs")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise OutputExistsError(f"--out {self.out_dir} exists and is not a folder: choose another --out")
         existing = next(p for p in (parent, *parent.parents) if p.exists() or p == p.parent)
