@@ -60,3 +60,28 @@ def test_pinned_layer_stays_float_and_computes_the_same(excluded, weight_hostile
     deployed = ort.InferenceSession(str(pinned_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     # With the layer really float, the deployed file matches the float-simulated QDQ graph.
     assert np.mean(simulated.argmax(1) == deployed.argmax(1)) > 0.97
+
+
+def test_per_axis_input_keeps_the_layer_float_with_its_float_bias(excluded, weight_hostile, tmp_path) -> None:
+    from exporter.accuracy.pin import pin_by_per_axis_input
+
+    path, _ = excluded
+    model = onnx.load(str(path))
+    assert pin_by_per_axis_input(model, ["node_Conv_53"]) == ["node_Conv_53"]
+    assert runtime_requantized(model, {"node_Conv_53"}) == []
+    conv = next(n for n in model.graph.node if n.name == "node_Conv_53")
+    initializers = {i.name for i in model.graph.initializer}
+    assert conv.input[2] in initializers  # the bias stays a constant: onnxruntime's layout and fusions still apply
+    onnx.checker.check_model(model)
+    pinned_path = tmp_path / "per_axis.onnx"
+    onnx.save(model, str(pinned_path))
+    ops = _optimized_ops(pinned_path, tmp_path)
+    assert "QLinearConv" not in [op for name, op in ops.items() if name.startswith("node_Conv_53")]
+    feed = weight_hostile.feeds(1)[0]
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    simulated = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    deployed = ort.InferenceSession(str(pinned_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    # The same function, really float (int8 layers after it may round a value one step apart).
+    assert np.mean(simulated.argmax(1) == deployed.argmax(1)) > 0.97
+    assert np.mean(np.abs(deployed - simulated)) < 0.05 * np.mean(np.abs(simulated))
