@@ -64,6 +64,7 @@ class Reference:
     batches: list[ReferenceBatch]
     names: tuple[str, ...]
     kinds: tuple[KindDecision, ...] = field(default_factory=tuple)
+    _stacked: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[ReferenceBatch]:
         return iter(self.batches)
@@ -78,8 +79,10 @@ class Reference:
         return bool(self.batches)
 
     def stacked(self, index: int) -> np.ndarray:
-        """Every batch of output `index` concatenated along the batch axis."""
-        return np.concatenate([b.outputs[index] for b in self.batches])
+        """Every batch of output `index` concatenated along the batch axis (computed once)."""
+        if index not in self._stacked:
+            self._stacked[index] = np.concatenate([b.outputs[index] for b in self.batches])
+        return self._stacked[index]
 
     def labels(self) -> np.ndarray | None:
         """All labels concatenated, or None unless every batch has them."""
@@ -89,7 +92,7 @@ class Reference:
 
     def with_kinds(self, kinds: Sequence[KindDecision]) -> "Reference":
         """The same batches judged with other kinds (e.g. the original model's, for a compressed model)."""
-        return Reference(self.batches, self.names, tuple(kinds))
+        return Reference(self.batches, self.names, tuple(kinds), self._stacked)
 
 
 def output_names_for(count: int) -> list[str]:
