@@ -9,7 +9,8 @@ Given the plain int8 model (already made and judged by the pipeline), in order:
    otherwise (a new Q/DQ boundary included), and the fastest profiled set is kept;
 3. **accuracy**, while the goal is missed: each unit's own output error (`ranking`), then float
    prefixes of `decision.accuracy_order` of growing size (1, 2, 4, ...) until one passes, then a
-   bisection for the shortest passing prefix;
+   bisection for the shortest passing prefix, and that set with its short int8 gaps filled (fewer
+   int8/float boundaries, each a Q/DQ pair and a layout change);
 4. **the end-to-end check**: the finalists, the plain model and the float model are timed at batch
    1, interleaved; `decision.pick_final` chooses, so the result is never slower than the float
    model (the float model itself when every passing mix is).
@@ -45,6 +46,9 @@ from exporter.progress import progress_bar
 
 log = logging.getLogger("exporter")
 
+GAP = 2
+"""Int8 runs of at most this many units between float ones are filled (`fill_gaps`): each boundary costs
+a Q/DQ pair and a layout change, often more than the int8 run saves."""
 SETTLE_ROUNDS = 4
 """At most this many in-place profiles refine the speed choice (`_Search._settle`)."""
 
@@ -122,6 +126,16 @@ def run_search(request: SearchRequest) -> SearchOutcome:
 SECONDS_BASE = 60.0
 SECONDS_PER_MILLION_PARAMS = 60.0
 SECONDS_MAX = 420.0
+
+
+def fill_gaps(order: Sequence[str], chosen: set[str], gap: int) -> set[str]:
+    """`chosen` plus every run of at most `gap` unchosen units lying between chosen ones in `order`."""
+    result = set(chosen)
+    positions = [i for i, name in enumerate(order) if name in chosen]
+    for left, right in zip(positions, positions[1:]):
+        if 1 < right - left <= gap + 1:
+            result.update(order[left + 1:right])
+    return result
 
 
 def auto_search_seconds(float_path: Path) -> float:
@@ -268,6 +282,11 @@ class _Search:
                 low = middle
         if passing is not None:
             self.accuracy_set = order[:high]
+            filled = fill_gaps([u.name for u in self.units], set(passing.float_units), GAP)
+            if len(filled) > len(passing.float_units) and self._budget_left():
+                trial = self._trial(f"{high} most harmful layer(s) in float, int8 gaps of <= {GAP} filled", sorted(filled))
+                if trial.passed:
+                    self.accuracy_set = sorted(filled - set(self.speed_set))
 
     # -- pieces
 

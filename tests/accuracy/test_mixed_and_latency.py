@@ -103,3 +103,11 @@ def test_decision_rules_on_supplied_figures() -> None:
     near = Candidate("near", False, 0.5, 2, 1.0)
     unmet = pick_final([Candidate("far", False, 3.0, 0, 0.5), near], float_ms=1.5)
     assert unmet.key == "near" and not unmet.met
+
+
+def test_short_int8_gaps_between_float_units_are_filled() -> None:
+    from exporter.accuracy.search import fill_gaps
+
+    order = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    assert fill_gaps(order, {"a", "d", "h"}, gap=2) == {"a", "b", "c", "d", "h"}  # d..h is a gap of 3: kept int8
+    assert fill_gaps(order, {"b"}, gap=2) == {"b"}
