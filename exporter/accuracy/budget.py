@@ -65,12 +65,17 @@ class AccuracyBudget:
             raise PlanError(f"accuracy budget max_minutes must be positive, got {self.max_minutes}")
 
     def tolerances(self, target: Tolerances) -> Tolerances:
-        """The target's tolerances with every goal this budget sets replacing the target's threshold."""
+        """The target's tolerances with every goal this budget sets replacing the target's threshold.
+
+        A cosine goal applies to every output judged by cosine, embeddings included.
+        """
         goals = {
             name: getattr(self, name)
             for name in ("min_top1_agreement", "min_cosine", "min_sqnr_db", "max_accuracy_drop")
             if getattr(self, name) is not None
         }
+        if self.min_cosine is not None:
+            goals["min_embedding_cosine"] = self.min_cosine
         return dataclasses.replace(target, **goals)
 
     def goal_met_by(self, checks: Sequence[Any]) -> bool:

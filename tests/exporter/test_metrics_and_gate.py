@@ -302,3 +302,15 @@ def test_target_tolerances_are_validated(table, message):
     with pytest.raises(PlanError) as bad:
         Target.from_dict({"name": "t", "description": "d", "tolerances": table}, "t.toml")
     assert str(bad.value).startswith(message)
+
+
+def test_a_cosine_search_goal_also_holds_embeddings_to_it():
+    from exporter.accuracy.budget import AccuracyBudget
+
+    goal = AccuracyBudget.parse("cosine=0.9999").tolerances(INT8)
+    assert (goal.min_cosine, goal.min_embedding_cosine) == (0.9999, 0.9999)
+    ref = _unit_rows(100, 64, 15)
+    near = ref + np.random.default_rng(16).standard_normal(ref.shape).astype(np.float32) * 0.03 / 8
+    figures = Figures((compare_output("output", "embedding", ref, near),))
+    assert 0.999 < figures.value("cosine") < 0.9999
+    assert meets(figures, INT8) and not meets(figures, goal)
