@@ -43,6 +43,7 @@ class QuantScheme:
     accuracy_level: AccuracyLevel = "fp32"  # weight_only: MatMulNBits compute type ("int8" = fastest on CPU)
     # Post-training algorithms on the float ONNX graph before `quantize_static` (static mode only; see exporter/ptq/).
     equalize: bool = False  # cross-layer equalization of Conv/Gemm pairs (ReLU6-safe, depthwise-aware)
+    bias_absorption: bool = False  # high-bias absorption into the next layer (Relu pairs, after equalization)
     mse_ranges: bool = False  # per-tensor activation range with the least quantization error (histogram search)
     adaround: bool = False  # weight rounding optimised per layer against float outputs on calibration data
     adaround_iterations: int = 200  # optimisation steps per layer
@@ -62,7 +63,7 @@ class QuantScheme:
                 f"{where}: dynamic quantization needs activation_type 'uint8' and weight_type 'int8' or 'uint8', "
                 f"got {self.activation_type!r} and {self.weight_type!r}"
             )
-        algorithms = [name for name in ("equalize", "mse_ranges", "adaround", "bias_correction") if getattr(self, name)]
+        algorithms = [name for name in ("equalize", "bias_absorption", "mse_ranges", "adaround", "bias_correction") if getattr(self, name)]
         if algorithms and self.mode != "static":
             raise PlanError(f"{where}: quantization.{algorithms[0]} needs mode 'static' (calibrated), got {self.mode!r}")
         if self.adaround_iterations < 1 or self.adaround_samples < 16 or self.ptq_samples < 1 or self.adaround_seconds <= 0:

@@ -35,6 +35,7 @@ ZETA, GAMMA = 1.1, -0.1
 REG_WEIGHT = 0.01
 WARMUP = 0.2
 LEARNING_RATE = 1e-2
+BATCH_ROWS = 256  # cached rows per optimisation step (a random mini-batch; the final check uses all rows)
 
 
 def adaround(
@@ -115,13 +116,14 @@ def round_layer(
     xt = torch.from_numpy(x)
     low, high = activation if activation is not None else (-float("inf"), float("inf"))
 
-    def forward(weights: torch.Tensor) -> torch.Tensor:
+    def forward(weights: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        xs = xt if rows is None else xt[rows]
         if groups == 1:
-            y = (xt[:, 0, :] @ weights[0].T)[:, None, :] + bias
+            y = (xs[:, 0, :] @ weights[0].T)[:, None, :] + bias
         elif weights.shape[1] == 1:  # depthwise: one output per group
-            y = (xt * weights[:, 0, :]).sum(-1, keepdim=True) + bias
+            y = (xs * weights[:, 0, :]).sum(-1, keepdim=True) + bias
         else:
-            y = torch.einsum("pgd,god->pgo", xt, weights) + bias
+            y = torch.einsum("pgd,god->pgo", xs, weights) + bias
         return y.clamp(low, high) if activation is not None else y
 
     with torch.no_grad():
@@ -143,7 +145,8 @@ def round_layer(
         steps += 1
         h = torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
         q = torch.where(pinned, nearest_q, torch.clamp(floor + h + zero, grid.qmin, grid.qmax))
-        recon = torch.mean((forward((q - zero) * scale) - target) ** 2) / nearest_err
+        rows = torch.randint(0, len(xt), (min(BATCH_ROWS, len(xt)),))
+        recon = torch.mean((forward((q - zero) * scale, rows) - target[rows]) ** 2) / nearest_err
         loss = recon
         if step >= WARMUP * iterations:
             beta = 20.0 - 18.0 * (step - WARMUP * iterations) / max((1 - WARMUP) * iterations, 1)

@@ -1,7 +1,7 @@
 """The order the PTQ algorithms run in, for the static quantizer.
 
-1. `before_calibration`: cross-layer equalization (float function unchanged, so activation ranges
-   must be calibrated after it), then AdaRound (weights only, against the equalized float model,
+1. `before_calibration`: cross-layer equalization and high-bias absorption (float function
+   unchanged, so activation ranges must be calibrated after them), then AdaRound (weights only, against the equalized float model,
    which is kept as the reference for bias correction).
 2. the static quantizer calibrates the returned model; `refine_ranges` then picks each tensor's
    range by reconstruction error from the MinMax ranges.
@@ -27,7 +27,7 @@ from targets.profile import QuantScheme
 
 def wants_ptq(scheme: QuantScheme) -> bool:
     """True when the scheme asks for any algorithm of this package."""
-    return scheme.equalize or scheme.adaround or scheme.mse_ranges or scheme.bias_correction
+    return scheme.equalize or scheme.bias_absorption or scheme.adaround or scheme.mse_ranges or scheme.bias_correction
 
 
 @dataclass
@@ -62,6 +62,11 @@ def before_calibration(model_path: Path, reader, scheme: QuantScheme) -> PtqStat
     if scheme.equalize:
         with timed(log, "equalization"):
             equalize(graph, batches, log)
+    if scheme.bias_absorption:
+        from exporter.ptq.bias_absorption import absorb_high_biases
+
+        with timed(log, "bias_absorption"):
+            absorb_high_biases(graph, batches, log)
     reference = onnx.ModelProto()
     reference.CopyFrom(graph.model)
     if scheme.adaround:

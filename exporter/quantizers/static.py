@@ -186,18 +186,18 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     batches = calibrate_ranges(source, reader, calibration_args, cache)
     if state is not None and scheme.mse_ranges:
         refine_ranges(state, cache, scheme)
-    _quantize_from_cache(source, request.out_path, cache, args)
+    quantize_from_cache(source, request.out_path, cache, args)
     if state is not None and scheme.bias_correction:
         scratch = request.work_dir / "bias_correction.onnx"
 
         def quantize(model: onnx.ModelProto) -> onnx.ModelProto:
             onnx.save(model, str(source))
-            _quantize_from_cache(source, scratch, cache, args)
+            quantize_from_cache(source, scratch, cache, args)
             return onnx.load(str(scratch))
 
         after_quantization(state, quantize)
         onnx.save(state.graph.model, str(source))
-        _quantize_from_cache(source, request.out_path, cache, args)
+        quantize_from_cache(source, request.out_path, cache, args)
     return QuantizeInfo(
         mode="static",
         settings=args.to_dict(),
@@ -209,8 +209,13 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     )
 
 
-def _quantize_from_cache(source: Path, out: Path, cache: Path, args: OrtStaticArguments) -> None:
-    """`quantize_static` of the float model `source` with the ranges of calibration cache `cache`."""
+def quantize_from_cache(source: Path, out: Path, cache: Path, args: OrtStaticArguments) -> None:
+    """`quantize_static` of the float model `source` with the ranges of calibration cache `cache`.
+
+    Re-quantizing with other float nodes (the accuracy search) should start from
+    `QuantizeInfo.quantized_from` and `.calibration_cache`, with `ort_static_arguments(scheme, nodes)`,
+    so the PTQ algorithms' weights, biases and ranges are kept without running them again.
+    """
     from onnxruntime.quantization import quantize_static
 
     try:
