@@ -170,6 +170,11 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     args = ort_static_arguments(scheme, request.nodes_to_exclude)
     prepared = request.work_dir / "preprocessed.onnx"
     notes = preprocess_for_quantization(request.float_path, prepared)
+    from exporter.ptq.transformer import quantize_transformer_request  # transformer encoders: exporter/ptq/transformer.py
+
+    transformer_info = quantize_transformer_request(request, prepared, notes)
+    if transformer_info is not None:
+        return transformer_info
     state = None
     source = prepared
     if wants_ptq(scheme):
