@@ -4,7 +4,7 @@ The model is the bundled digits CNN (real trained weights, `samples/digits`), ex
 pre-processed as the `cpu-int8` target does. The data are the 300 real calibration digits cycled
 to 100, 1,000 and 10,000 samples with a little seeded noise (so no two samples are equal), saved
 as a compressed `.npz` (read one row at a time). Each configuration runs in a fresh process that
-reports its own peak RSS (`ru_maxrss`) and, for torchrun runs, the largest worker's; wall time is
+reports its own peak RSS (VmHWM) and, for torchrun runs, the largest worker's (sampled every 50 ms); wall time is
 the `calibrate_ranges` call alone (reading, inference, statistics, and for 2 processes the shard
 copy and the torchrun start).
 
@@ -22,7 +22,7 @@ import argparse
 import contextlib
 import io
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -68,6 +68,59 @@ def prepare(folder: Path) -> Path:
     return prepared
 
 
+def status_kb(pid: int | str, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status (VmHWM: peak resident set of the process's current image), 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (torchrun and its workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for kid in parents.get(todo.pop(), []):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+class WorkerPeak:
+    """Samples the peak RSS (VmHWM) of every descendant every 50 ms; `largest_mb` is the largest seen.
+    (ru_maxrss cannot be used: Linux carries it over fork and exec, so every child would report the
+    RSS of the process that forked it.)"""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        while not self.stop.wait(0.05):
+            for pid in descendants(os.getpid()):
+                self.peaks[pid] = max(self.peaks.get(pid, 0), status_kb(pid, "VmHWM"))
+
+    def largest_mb(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return max(self.peaks.values(), default=0) / 1024
+
+
 def child(spec: dict) -> dict:
     """Run one configuration in this (fresh) process and measure it."""
     import dataclasses
@@ -85,6 +138,7 @@ def child(spec: dict) -> dict:
     specs = [InputSpec("input", (1, 1, 16, 16))]
     work = Path(spec["work"])
     work.mkdir(parents=True, exist_ok=True)
+    workers = WorkerPeak()
     start = time.perf_counter()
     if spec["path"] == "streamed":
         reader = OrtCalibrationReader(samples, specs, batch_size=BATCH, rendezvous=Rendezvous(nproc=spec["nproc"]))
@@ -108,8 +162,8 @@ def child(spec: dict) -> dict:
     return {
         "seconds": seconds,
         "batches": batches,
-        "rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "rss_self_mb": status_kb("self", "VmHWM") / 1024,
+        "rss_workers_mb": workers.largest_mb(),
     }
 
 
@@ -169,7 +223,8 @@ def main() -> None:
         "",
         "Digits CNN (samples/digits, real weights), batch 16, compressed .npz of 100 / 1,000 / 10,000 real digits "
         "(cycled, seeded noise). Each row is a fresh process; RSS includes the Python, numpy and onnxruntime "
-        "baseline, and torch for torchrun runs.",
+        "baseline (about 100 MB here), and torch for torchrun workers. Wall times were taken on a shared, busy "
+        "machine (load average above): compare rows of one run only.",
         "",
         table,
         "",

@@ -66,13 +66,18 @@ class ExtremaStats:
 
     extrema: dict[str, tuple[np.generic, np.generic, np.generic, np.generic]] = field(default_factory=dict)
 
-    def update(self, name: str, values: np.ndarray) -> None:
-        """Fold one batch's values of tensor `name` in."""
+    def update(self, name: str, values: np.ndarray, magnitudes: bool = True) -> None:
+        """Fold one batch's values of tensor `name` in; without `magnitudes` the |x| extrema are
+        derived from the signed ones (exact for max |x|; min |x| is then not needed)."""
         flat = values.reshape(-1)
         if flat.size == 0:
             return
-        magnitudes = np.absolute(flat)
-        found = (np.nanmin(flat), np.nanmax(flat), np.nanmin(magnitudes), np.nanmax(magnitudes))
+        low, high = np.nanmin(flat), np.nanmax(flat)
+        if magnitudes:
+            absolute = np.absolute(flat)
+            found = (low, high, np.nanmin(absolute), np.nanmax(absolute))
+        else:
+            found = (low, high, low * 0, max(abs(low), abs(high)))
         self.extrema[name] = found if name not in self.extrema else _fold(self.extrema[name], found)
 
     @classmethod
@@ -221,7 +226,7 @@ def collect_ranges(
     batches = 0
     for outputs in _outputs(session, reader, names, tensors):
         for name in tensors:
-            extrema.update(name, outputs[name])
+            extrema.update(name, outputs[name], magnitudes=layout.magnitudes)
         batches += 1
     extrema = ExtremaStats.merge(gather(extrema))
     if sum(gather(batches)) == 0:
