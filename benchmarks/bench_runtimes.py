@@ -53,7 +53,7 @@ def _conv_net_source(name: str, build, work: Path) -> dict:
     torch.manual_seed(0)
     model = build().eval()
     path = work / f"{name}.pt2"
-    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 224, 224),),
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 224, 224),),
                                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},)), str(path))
     rng = np.random.default_rng(0)
     np.savez(work / f"{name}_calib.npz", input=rng.standard_normal((32, 3, 224, 224)).astype(np.float32))
