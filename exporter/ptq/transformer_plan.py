@@ -8,9 +8,11 @@ Rule, for each group of weight MatMuls reading one activation (`TransformerGraph
    onnxruntime rewrites a dynamic Gemm under another name); `float` when neither reaches `min_sqnr_db`;
 3. which quantized groups then stay int8 is decided end to end (`exporter.ptq.transformer`): by each
    group's own output loss (`exporter.ptq.transformer_probe`) and a check of the whole file.
-Static comes first because onnxruntime fuses a QDQ MatMul with a constant weight into
-`MatMulIntegerToFloat`, with the activation's scale fixed, while dynamic adds a
-`DynamicQuantizeLinear` (a min/max pass over the activation) per run.
+Speed does not separate the two forms on this CPU: onnxruntime runs a static QDQ MatMul (float
+output) as `MatMulIntegerToFloat` and a dynamic one as `DynamicQuantizeMatMul`, and all-static and
+all-dynamic MiniLM (sequence 128, batch 1, one thread) measured 36.1 and 35.4 ms against 60.1 ms
+float. Static is the default form because its ranges are fixed and portable to QDQ runtimes;
+dynamic is taken where it is measurably more faithful (an activation whose range varies by input).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from exporter.ptq.transformer_graph import WeightMatMul
 
 ALPHAS = (0.5, 0.7, 0.8, 0.9)
 MIN_SQNR_DB = 20.0
-DYNAMIC_MARGIN_DB = 1.0
+DYNAMIC_MARGIN_DB = 0.5
 
 
 @dataclass(frozen=True)

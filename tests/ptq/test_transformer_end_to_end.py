@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from exporter.cli import main
+from exporter.ptq.transformer_graph import find_transformer
 from tests.ptq.transformer_encoder import encoder, export_program, token_batches
 
 
@@ -89,3 +90,23 @@ def test_only_weight_matmuls_are_int8_and_every_one_has_a_decision(quantized):
     smoothed = [r for r in records if r["algorithm"] == "smoothquant"]
     assert smoothed and all(0 < r["alpha"] < 1 for r in smoothed)
     assert "transformer encoder: 12 weight MatMuls" in info.notes[-len(info.ptq_log.notes)]
+
+
+def test_nodes_the_caller_excludes_stay_float(quantized, tmp_path):
+    """The accuracy search passes `nodes_to_exclude`: those MatMuls (and their groups) compute in float."""
+    from exporter.quantizers.base import QuantizeRequest, quantize_model
+    from targets import get_target
+
+    path, info = quantized
+    float_path = path.parent / "float.onnx"
+    graph = find_transformer(onnx.load(str(float_path)))
+    excluded = graph.weight_matmuls[-1].node  # the last FFN output projection
+    data = token_batches(96, seed=11)
+    request = QuantizeRequest(float_path, tmp_path / "model.onnx", get_target("cpu-int8").quantization, [], tmp_path,
+                              make_reader=lambda: _Reader(data), nodes_to_exclude=(excluded,))
+    result = quantize_model(request)
+    decisions = {r.node: r for r in result.ptq_log.records if r.algorithm == "transformer_int8"}
+    assert decisions[excluded].treatment == "float" and "caller" in decisions[excluded].reason
+    nodes = {n.name: n for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    weight = graph.matmul(excluded).weight
+    assert nodes[excluded].op_type == "MatMul" and nodes[excluded].input[1] == weight  # float weight, no DequantizeLinear
