@@ -64,13 +64,15 @@ def produce(model_dir: Path, work: Path, column: str, float_path: str | None, ar
     return result
 
 
-def cell(fig: measure.Figures | None, ratio: float | None, cand: Candidate, has_labels: bool) -> str:
+def cell(fig: measure.Figures | None, ratio: float | None, cand: Candidate, has_labels: bool, output_kind: str) -> str:
     """One table cell: agreement / cosine [/ accuracy], latency ratio, wall time (or why there is no file)."""
     if fig is None:
         return f"{cand.status}" + (f" ({cand.note[:60]})" if cand.note else "")
     parts = [f"{fig.agreement:.3f}" if fig.agreement is not None else "–", f"{fig.cosine:.4f}"]
     if has_labels:
         parts.append(f"acc {fig.accuracy:.3f}")
+    if output_kind.startswith("probabilities"):
+        parts.append(f"max err {fig.max_abs_error:.3f}")
     text = " / ".join(parts) + f", {ratio:.2f}x, {cand.wall_s:.0f} s"
     if cand.status != "ok":
         text += f" [{cand.status}]"
@@ -109,7 +111,7 @@ def bench_model(model_dir: Path, args) -> tuple[list[str], dict]:
                 ratio = latency[column] / latency["float"]
             except Exception as exc:  # a file onnxruntime 1.32 cannot run is a result, not a crash
                 cand = Candidate(column, None, cand.wall_s, "unrunnable", f"{type(exc).__name__}: {str(exc)[:100]}")
-        row.append(cell(fig, ratio, cand, labels is not None))
+        row.append(cell(fig, ratio, cand, labels is not None, info["output_kind"]))
         raw[column] = {"status": cand.status, "wall_s": cand.wall_s, "note": cand.note,
                        "ratio": ratio, "ms": latency.get(column), **(fig.__dict__ if fig else {})}
     return row, raw
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         + "  \n".join(f"{k}: {v}" for k, v in machine.items())
         + f"  \ntotal wall time {time.time() - start:.0f} s\n\n"
         "Each cell: agreement with float (top-1 for logits, decision for probabilities, – for embeddings) / "
-        "mean cosine with float [/ accuracy on real labels], batch-1 latency as a multiple of the float ONNX "
+        "mean cosine with float [/ accuracy on real labels] [/ max abs error for probabilities], batch-1 latency as a multiple of the float ONNX "
         "(1 thread, interleaved, median; < 1 is faster), wall time of the tool.\n\n"
         + table + "\n"
     )

@@ -4,7 +4,8 @@ Figures follow what the output is (the zoo's `output_kind`): logits -> top-1 agr
 float model (per step for (N, T, C) sequence logits), cosine, accuracy when labels exist; embeddings -> cosine (agreement is meaningless and
 left blank); probabilities -> decision agreement (p > 0.5 for a single probability, arg-max for a
 distribution over bins), cosine and max absolute error. Cosine is the mean over samples of the
-per-sample cosine of the first output. Timing: batch 1, one intra-op and one inter-op thread,
+per-sample cosine of the first output (for one value per sample,
+the cosine of the whole batch vector). Timing: batch 1, one intra-op and one inter-op thread,
 candidates interleaved round-robin (`benchmarks/_common.interleaved_timings`), median.
 """
 
@@ -57,8 +58,11 @@ def figures(reference: np.ndarray, candidate: np.ndarray, output_kind: str, labe
     """Compare `candidate` with `reference` (both (N, ...)) the way `output_kind` says."""
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     got = candidate.reshape(len(candidate), -1).astype(np.float64)
-    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cosine = float(np.mean(np.sum(ref * got, axis=1) / np.maximum(denom, 1e-12)))
+    if ref.shape[1] == 1:  # one value per sample: a per-sample cosine is only a sign test; use the batch vector
+        cosine = float(np.sum(ref * got) / max(float(np.linalg.norm(ref) * np.linalg.norm(got)), 1e-12))
+    else:
+        denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+        cosine = float(np.mean(np.sum(ref * got, axis=1) / np.maximum(denom, 1e-12)))
     kind = output_kind.split()[0]
     agreement = accuracy = None
     if kind == "logits" and reference.ndim == 3:  # a sequence of per-step logits (N, T, C): agreement per step
