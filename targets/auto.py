@@ -5,11 +5,13 @@ Rule (from the CPU features the OS reports, see `targets.hardware`):
 | CPU                                         | base profile | scheme                          | why |
 |---------------------------------------------|--------------|---------------------------------|-----|
 | x86-64 with AVX512-VNNI, AVX-VNNI or AMX    | `cpu-int8`   | U8S8, per-channel, no reduce_range | VNNI's vpdpbusd sums u8 x s8 products straight into int32: nothing saturates, full 8-bit weights keep the accuracy |
-| x86-64 with AVX2 (or AVX-512) but no VNNI   | `cpu-int8`   | U8S8, per-channel, reduce_range | onnxruntime's U8S8 kernel uses vpmaddubsw, which adds pairs of u8 x s8 products into int16 and saturates (255*127*2 > 32767); 7-bit weights make the pair sum fit. U8S8 + reduce_range keeps the fastest int8 kernel; U8U8 avoids saturation too but runs onnxruntime's slower widening (vpmaddwd) path |
-| x86-64 without AVX2, or flags unreadable    | `cpu-int8`   | U8S8, per-channel, reduce_range | same saturation risk (SSE4.1 pmaddubsw); the safe choice |
+| x86-64 with AVX2 (or AVX-512) but no VNNI   | `cpu-int8-portable` | U8S8, per-channel, reduce_range | onnxruntime's U8S8 kernel uses vpmaddubsw, which adds pairs of u8 x s8 products into int16 and saturates (255*127*2 > 32767); 7-bit weights make the pair sum fit. U8S8 + reduce_range keeps the fastest int8 kernel; U8U8 avoids saturation too but runs onnxruntime's slower widening (vpmaddwd) path |
+| x86-64 without AVX2, or flags unreadable    | `cpu-int8-portable` | U8S8, per-channel, reduce_range | same saturation risk (SSE4.1 pmaddubsw); the safe choice |
 | arm64 (any)                                 | `arm64-int8` | S8S8, symmetric per-channel weights | sdot/smmla take signed bytes on both sides and accumulate in int32; the description says whether dot product / i8mm are present |
-| anything else                               | `cpu-int8`   | U8S8, per-channel, reduce_range | portable default |
+| anything else                               | `cpu-int8-portable` | U8S8, per-channel, reduce_range | portable default |
 
+`cpu-int8` itself is the VNNI scheme (the CPU this project is measured on has AVX512-VNNI and AMX;
+see the numbers in targets/cpu-int8.toml); `cpu-int8-portable` is the same with reduce_range.
 The returned target is named `auto`; its description states what was picked and why, so the plan
 and the report show it.
 """
@@ -46,7 +48,7 @@ def _choice(features: CpuFeatures) -> tuple[str, bool, str]:
         if "avx2" in flags or "avx512f" in flags:
             simd = "AVX-512" if "avx512f" in flags else "AVX2"
             return (
-                "cpu-int8",
+                "cpu-int8-portable",
                 True,
                 f"x86-64 with {simd} but no VNNI: U8S8 per-channel with reduce_range "
                 "(vpmaddubsw sums u8 x s8 pairs in int16 and saturates on full 8-bit weights; "
@@ -54,17 +56,17 @@ def _choice(features: CpuFeatures) -> tuple[str, bool, str]:
             )
         if not flags:
             return (
-                "cpu-int8",
+                "cpu-int8-portable",
                 True,
                 "x86-64, CPU flags unreadable: U8S8 per-channel with reduce_range (safe on every x86 CPU)",
             )
         return (
-            "cpu-int8",
+            "cpu-int8-portable",
             True,
             "x86-64 without AVX2: U8S8 per-channel with reduce_range (pmaddubsw saturates like AVX2's)",
         )
     return (
-        "cpu-int8",
+        "cpu-int8-portable",
         True,
         f"unrecognised CPU architecture {features.arch!r}: U8S8 per-channel with reduce_range (the portable choice)",
     )
@@ -76,7 +78,8 @@ def explain_auto_choice(features: CpuFeatures) -> str:
 
 
 def auto_target(features: CpuFeatures | None = None) -> Target:
-    """The `auto` target for `features` (read from this machine when None), built on cpu-int8 or arm64-int8."""
+    """The `auto` target for `features` (read from this machine when None), built on cpu-int8,
+    cpu-int8-portable or arm64-int8 (the profile's PTQ algorithms and tolerances come with it)."""
     from targets import get_target
 
     features = read_cpu_features() if features is None else features

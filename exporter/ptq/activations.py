@@ -2,9 +2,10 @@
 
 Rule: the model is copied, every requested tensor becomes an extra graph output, and onnxruntime's
 CPU provider runs it batch by batch; only one batch of intermediate tensors is alive at a time, so
-memory stays bounded whatever the calibration set size. `CalibrationBatches` caches up to
-`max_samples` samples from a calibration reader (onnxruntime's `get_next()` protocol) so each
-algorithm can go over the same data several times without re-reading the source.
+memory stays bounded whatever the calibration set size. `CalibrationBatches` keeps about
+`max_samples` samples, whole batches chosen evenly from a calibration reader (onnxruntime's
+`get_next()` protocol), so each algorithm can go over the same data several times without
+re-reading the source.
 """
 
 from __future__ import annotations
@@ -18,20 +19,31 @@ from exporter.quiet import quiet_onnxruntime
 
 
 class CalibrationBatches:
-    """At most `max_samples` calibration samples, kept as the reader's feed dicts (re-iterable)."""
+    """About `max_samples` calibration samples, as whole reader batches drawn evenly from the whole set.
 
-    def __init__(self, reader: Any, max_samples: int) -> None:
-        self.feeds: list[dict[str, np.ndarray]] = []
-        seen = 0
-        while seen < max_samples:
-            feed = reader.get_next()
-            if feed is None:
-                break
-            size = len(next(iter(feed.values())))
-            take = min(size, max_samples - seen)
-            self.feeds.append({k: np.asarray(v)[:take] for k, v in feed.items()})
-            seen += take
-        self.samples = seen
+    The reader is read once to its end; a seeded reservoir keeps a uniform random choice of its
+    batches (so data sorted by class is not cut to its first classes), in their original order.
+    Whole batches only: a fixed-shape model accepts nothing else. Re-iterable.
+    """
+
+    def __init__(self, reader: Any, max_samples: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        kept: list[tuple[int, dict[str, np.ndarray]]] = []
+        capacity = None
+        index = 0
+        while (feed := reader.get_next()) is not None:
+            feed = {k: np.asarray(v) for k, v in feed.items()}
+            if capacity is None:
+                capacity = max(1, -(-max_samples // max(len(next(iter(feed.values()))), 1)))
+            if len(kept) < capacity:
+                kept.append((index, feed))
+            else:
+                slot = int(rng.integers(0, index + 1))
+                if slot < capacity:
+                    kept[slot] = (index, feed)
+            index += 1
+        self.feeds = [feed for _, feed in sorted(kept, key=lambda item: item[0])]
+        self.samples = sum(len(next(iter(feed.values()))) for feed in self.feeds)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return iter(self.feeds)

@@ -58,7 +58,14 @@ def correct_biases(
             sums[node] = total if node not in sums else sums[node] + total
             counts[node] = counts.get(node, 0) + diff.size // diff.shape[1]
 
-    for_each_batch(quantized, tensors, batches, visit, optimize=False)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-layer convs between onnxruntime runs: see exporter.ptq.adaround
+    try:
+        for_each_batch(quantized, tensors, batches, visit, optimize=False)
+    finally:
+        torch.set_num_threads(threads)
     for node, total in sums.items():
         shift = total / counts[node]
         layer = graph.layers[node]

@@ -129,12 +129,10 @@ class Graph:
         self.model.graph.initializer.append(init)
         self._inits[name] = self.model.graph.initializer[-1]
         node = self.node(layer.node)
-        if layer.op_type == "Gemm" and len(node.input) < 3:
-            node.input.append(name)
-        elif layer.op_type == "Conv":
+        if len(node.input) < 3:
             node.input.append(name)
         else:
-            node.input[2] = name
+            node.input[2] = name  # an empty optional input
         updated = Layer(**{**layer.__dict__, "bias": name})
         self.layers[layer.node] = updated
         return updated

@@ -50,8 +50,11 @@ def timed(log: PtqLog, name: str) -> Iterator[None]:
         log.seconds[name] = round(log.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def before_calibration(model_path: Path, reader, scheme: QuantScheme) -> PtqState:
-    """Load the pre-processed float model, cache calibration batches, then equalize and round as `scheme` says."""
+def before_calibration(model_path: Path, reader, scheme: QuantScheme, keep_float: tuple[str, ...] = ()) -> PtqState:
+    """Load the pre-processed float model, cache calibration batches, then equalize and round as `scheme` says.
+
+    Layers named in `keep_float` (nodes the quantizer will leave in float) keep their float weights.
+    """
     from exporter.ptq.adaround import adaround
     from exporter.ptq.equalize import equalize
 
@@ -79,6 +82,7 @@ def before_calibration(model_path: Path, reader, scheme: QuantScheme) -> PtqStat
                 iterations=scheme.adaround_iterations,
                 samples=scheme.adaround_samples,
                 seconds=scheme.adaround_seconds,
+                skip=keep_float,
             )
     return PtqState(graph, reference, batches, log)
 

@@ -178,7 +178,7 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     state = None
     source = prepared
     if wants_ptq(scheme):
-        state = before_calibration(prepared, request.make_reader(), scheme)
+        state = before_calibration(prepared, request.make_reader(), scheme, request.nodes_to_exclude)
         source = request.work_dir / "ptq_float.onnx"
         onnx.save(state.graph.model, str(source))
     cache = request.work_dir / "calibration.json"
