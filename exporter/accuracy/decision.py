@@ -22,6 +22,9 @@ SLOWER_MARGIN = 0.05
 SLOWER_FLOOR_MS = 0.001
 COST_FLOOR_MS = 0.002
 """A unit whose int8 form saves less than this costs nothing measurable when it goes float."""
+FASTER_MARGIN = 0.05
+"""An int8 candidate must be at least 5 % faster than the float model to be written instead of it: a
+smaller gain is within what a busy machine's timing moves, and the file must never be slower."""
 LATENCY_TIE = 0.03
 """Whole-model latencies within 3 % count as equal (timing noise); fewer float units then win."""
 
@@ -97,15 +100,15 @@ class FinalChoice:
 def pick_final(candidates: Sequence[Candidate], float_ms: float | None) -> FinalChoice:
     """The file to write.
 
-    1. Passing candidates no slower than the float model: the fastest, ties (within `LATENCY_TIE`)
-       to fewer float units.
+    1. Passing candidates faster than the float model by `FASTER_MARGIN`: the fastest, ties (within
+       `LATENCY_TIE`) to fewer float units.
     2. Else, when the float model itself is a candidate and passes: the float model (int8 was
        slower for every passing mix).
     3. Else the passing candidate closest in speed (it is slower than float: said so).
     4. Nothing passes: the smallest deficit, ties to the faster one; `met` is False.
     """
     def no_slower(c: Candidate) -> bool:
-        return float_ms is None or c.latency_ms is None or c.latency_ms <= float_ms
+        return float_ms is None or c.latency_ms is None or c.latency_ms <= float_ms * (1.0 - FASTER_MARGIN)
 
     def speed_key(c: Candidate) -> tuple:
         return (c.latency_ms if c.latency_ms is not None else math.inf, c.float_units)
@@ -117,10 +120,10 @@ def pick_final(candidates: Sequence[Candidate], float_ms: float | None) -> Final
         ties = [c for c in fast if c.latency_ms is None or best.latency_ms is None
                 or c.latency_ms <= best.latency_ms * (1.0 + LATENCY_TIE)]
         chosen = min(ties, key=lambda c: (c.float_units, speed_key(c)))
-        return FinalChoice(chosen.key, True, f"{chosen.key}: meets the goal and is not slower than the float model")
+        return FinalChoice(chosen.key, True, f"{chosen.key}: meets the goal and is faster than the float model")
     floats = [c for c in candidates if c.is_float_model and c.passed]
     if floats:
-        why = ("every int8 candidate that meets the goal is slower than the float model on this CPU: the float model is written"
+        why = ("no int8 candidate that meets the goal is faster than the float model on this CPU: the float model is written"
                if passing else "no int8 candidate meets the goal, and the float model does: the float model is written")
         return FinalChoice(floats[0].key, True, why)
     if passing:

@@ -79,7 +79,7 @@ def test_int8_error_drops(tmp_path) -> None:
     from exporter.onnx_export import export_onnx
     from exporter.quantizers import QuantizeRequest, quantize_model
     from exporter.runtime import run_onnx, session_for
-    from targets import get_target
+    from tests.accuracy.hostile import plain_int8_target
 
     model = depthwise_net()
     rng = np.random.default_rng(0)
@@ -92,7 +92,7 @@ def test_int8_error_drops(tmp_path) -> None:
         work = tmp_path / name
         work.mkdir()
         export_onnx(candidate, specs, work / "f.onnx", opset=18)
-        quantize_model(QuantizeRequest(work / "f.onnx", work / "q.onnx", get_target("cpu-int8").quantization, specs, work,
+        quantize_model(QuantizeRequest(work / "f.onnx", work / "q.onnx", plain_int8_target().quantization, specs, work,
                                        lambda: OrtCalibrationReader(samples, specs, 16)))
         out = run_onnx(session_for(work / "q.onnx"), {"input": data[64:]})[0]
         with torch.no_grad():

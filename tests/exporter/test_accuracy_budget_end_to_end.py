@@ -13,6 +13,16 @@ from exporter.cli import main
 
 
 @pytest.fixture(scope="module")
+def plain_target(tmp_path_factory):
+    """A target file: cpu-int8 without PTQ algorithms, so the hostile layer defeats plain int8."""
+    from tests.accuracy.hostile import PLAIN_TARGET_TOML
+
+    path = tmp_path_factory.mktemp("target") / "plain-int8.toml"
+    path.write_text(PLAIN_TARGET_TOML)
+    return path
+
+
+@pytest.fixture(scope="module")
 def hostile_model(tmp_path_factory):
     """The digits CNN with an outlier input channel in `features.3`: plain int8 fails the gate (agreement < 0.5)."""
     from tests.accuracy.hostile import digits_model, make_weight_hostile
@@ -36,8 +46,9 @@ def _float_convs(path) -> set[str]:
     return {n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] not in dequantized}
 
 
-def test_search_runs_by_default_and_no_search_gives_the_plain_model(hostile_model, sample_dir, tmp_path, capsys):
-    code, report, err = _export(hostile_model, sample_dir, tmp_path / "default", capsys, "--trust-pickle")
+def test_search_runs_by_default_and_no_search_gives_the_plain_model(hostile_model, plain_target, sample_dir, tmp_path, capsys):
+    code, report, err = _export(hostile_model, sample_dir, tmp_path / "default", capsys, "--trust-pickle",
+                                "--target", str(plain_target))
     search = report["accuracy_fallback"]
     assert search is not None and search["trials"][0]["label"] == "plain int8" and not search["trials"][0]["passed"]
     assert code == 0, err
@@ -52,19 +63,20 @@ def test_search_runs_by_default_and_no_search_gives_the_plain_model(hostile_mode
     assert "## Mixed precision: per-layer decisions" in md and "`features.3`" in md
     assert (tmp_path / "default" / "search-cache.json").is_file()
 
-    code, report, err = _export(hostile_model, sample_dir, tmp_path / "plain", capsys, "--trust-pickle", "--no-search")
+    code, report, err = _export(hostile_model, sample_dir, tmp_path / "plain", capsys, "--trust-pickle", "--no-search",
+                                "--target", str(plain_target))
     assert code == 1 and "error: validation failed: top1_agreement" in err
     assert report["accuracy_fallback"] is None
     assert _float_convs(tmp_path / "plain" / "model.onnx") == set()  # every Conv/Gemm computes in int8
     assert "Mixed precision" not in (tmp_path / "plain" / "report.md").read_text()
 
 
-def test_rerun_with_another_goal_reuses_the_cache(hostile_model, sample_dir, tmp_path, capsys):
+def test_rerun_with_another_goal_reuses_the_cache(hostile_model, plain_target, sample_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code, first, _ = _export(hostile_model, sample_dir, out, capsys, "--trust-pickle")
+    code, first, _ = _export(hostile_model, sample_dir, out, capsys, "--trust-pickle", "--target", str(plain_target))
     assert first["accuracy_fallback"]["cache_hit"] == {"timings": False, "errors": False}
     code, second, err = _export(hostile_model, sample_dir, out, capsys, "--trust-pickle", "--force",
-                                "--accuracy-budget", "cosine=0.9999,trials=4")
+                                "--target", str(plain_target), "--accuracy-budget", "cosine=0.9999,trials=4")
     search = second["accuracy_fallback"]
     assert search["cache_hit"] == {"timings": True, "errors": True}, err
     assert {r["node"]: r["error_db"] for r in search["decisions"]} == {
