@@ -1,4 +1,4 @@
-"""Benchmark of accuracy-aware quantization: plain static int8, int8 with automatic float fallback, and float.
+"""Benchmark of accuracy-aware quantization: plain static int8, the int8/float mix of the search, and float.
 
 Two models:
 - the bundled digits sample (`samples/digits`, trained DigitsCNN) with the cpu-int8 target and a
@@ -126,12 +126,12 @@ def encoder_case():
 def run_case(name, model, calib, val, shape, budget_text, work: Path, repeats: int) -> dict:
     from calibration import OrtCalibrationReader
     from exporter.accuracy.budget import AccuracyBudget
-    from exporter.accuracy.fallback import FallbackRequest, search_fallback
+    from exporter.accuracy.search import SearchRequest, batches_from, run_search
+    from exporter.evaluation import Evaluator
     from exporter.inputs import InputSpec
     from exporter.onnx_export import export_onnx
     from exporter.quantizers import QuantizeRequest, quantize_model
     from exporter.runtime import onnx_latency_ms
-    from exporter.validate import check_gate, compare_onnx, reference_outputs
     from targets import get_target
 
     target = get_target("cpu-int8")
@@ -143,38 +143,36 @@ def run_case(name, model, calib, val, shape, budget_text, work: Path, repeats: i
         return OrtCalibrationReader(calib, specs, batch_size=16)
 
     (work / "quantize").mkdir()
-    quantize_model(QuantizeRequest(float_path, plain_path, target.quantization, specs, work / "quantize", make_reader))
-    reference = reference_outputs(model, val, specs, batch_size=50)
-
-    def evaluate(path: Path) -> dict:
-        return compare_onnx(path, reference)
-
+    info = quantize_model(QuantizeRequest(float_path, plain_path, target.quantization, specs, work / "quantize", make_reader))
+    evaluator = Evaluator.build(model, val, specs, 50, target.tolerances)
     budget = AccuracyBudget.parse(budget_text)
-    plain = evaluate(plain_path)
+    goal = budget.tolerances(target.tolerances)
+    plain = evaluator.onnx(plain_path)
+    feeds = batches_from(make_reader(), count=2)
+    feed = {k: v[:1] for k, v in feeds[0].items()}
     start = time.perf_counter()
-    outcome = search_fallback(
-        FallbackRequest(float_path, target.quantization, specs, make_reader, evaluate, target.tolerances, budget,
-                        work / "fallback", plain_path, plain)
-    )
+    outcome = run_search(SearchRequest(
+        float_path=float_path, plain_path=plain_path, prepared_path=Path(info.quantized_from or work / "quantize" / "preprocessed.onnx"),
+        plain_figures=plain, evaluator=evaluator, goal=goal, work_dir=work / "search", latency_feed=feed,
+        ranking_feeds=feeds, seconds=budget.max_minutes * 60.0, max_trials=budget.max_trials,
+    ))
     seconds = time.perf_counter() - start
-    feed = {"input": reference[0][0]["input"][:1]}
-    tolerances = budget.tolerances(target.tolerances)
     rows = []
-    for label, path, summary, in_float in (
-        ("float (fp32 ONNX)", float_path, evaluate(float_path), "all"),
+    for label, path, figures, in_float in (
+        ("float (fp32 ONNX)", float_path, evaluator.onnx(float_path), "all"),
         ("plain int8", plain_path, plain, "0"),
-        ("int8 + fallback", outcome.best_path, outcome.best_summary, str(len(outcome.nodes_in_float))),
+        ("int8/float mix", outcome.best_path, outcome.best.figures, "all" if outcome.chose_float_model else str(len(outcome.best.float_units))),
     ):
         latency = min(onnx_latency_ms(path, feed, threads=1, repeats=repeats) for _ in range(3))
-        passed = all(c.passed for c in check_gate(summary, tolerances))
-        rows.append((label, summary, latency, path.stat().st_size, in_float, passed))
+        passed = all(c.passed for c in evaluator.gate(figures, goal))
+        rows.append((label, figures.to_dict(), latency, path.stat().st_size, in_float, passed))
     return {
         "name": name,
         "budget": budget.describe(),
         "rows": rows,
         "outcome": outcome,
         "seconds": seconds,
-        "samples": plain["samples"],
+        "samples": plain.samples,
     }
 
 
@@ -196,7 +194,7 @@ def render(results: list[dict]) -> str:
             "",
             f"## {result['name']}",
             "",
-            f"Goal: {result['budget']}. Search: {len(outcome.trials) - 1} trial(s) in {result['seconds']:.1f} s; "
+            f"Goal: {result['budget']}. Search: {len(outcome.trials) - 2} trial(s) in {result['seconds']:.1f} s; "
             f"goal {'met' if outcome.met else 'NOT met'}; {result['samples']} validation samples.",
             "",
             "| model | top-1 agreement | cosine | SQNR dB | latency ms | size KB | layers in float | gate |",
@@ -204,25 +202,25 @@ def render(results: list[dict]) -> str:
         ]
         for label, summary, latency, size, in_float, passed in result["rows"]:
             out.append(
-                f"| {label} | {summary['top1_agreement']:.4f} | {summary['cosine']:.5f} | {summary['sqnr_db']:.1f} | "
+                f"| {label} | {_fmt(summary['top1_agreement'], 4)} | {_fmt(summary['cosine'], 5)} | {_fmt(summary['sqnr_db'], 1)} | "
                 f"{latency:.3f} | {size / 1024:.1f} | {in_float} | {'pass' if passed else 'FAIL'} |"
             )
-        if outcome.nodes_in_float:
-            out += ["", "Kept in float:", ""]
-            out += [f"- `{n['module'] or n['node']}` ({n['op_type']}): {n['why']}" for n in outcome.nodes_in_float]
+        floats = [d for d in outcome.decisions if d.precision == "float"]
+        if floats:
+            out += ["", "In float:", ""]
+            out += [f"- `{d.module or d.node}` ({d.op_type}): {d.why}" for d in floats]
         out += ["", "Trials:", ""]
         for trial in outcome.trials:
-            summary = trial["summary"] or {}
-            figures = (
-                f"agreement {summary.get('top1_agreement', float('nan')):.4f}, SQNR {summary.get('sqnr_db', float('nan')):.1f} dB"
-                if summary else trial.get("error", "failed")
-            )
-            out.append(
-                f"- {trial['trial']}: {trial['label']} ({trial['calibration']}; {len(trial['excluded'])} float): {figures}; "
-                f"{'pass' if trial['passed'] else 'fail'}"
-            )
+            figures = trial.figures.to_dict() if trial.figures is not None else {}
+            shown = (f"agreement {figures.get('top1_agreement') or float('nan'):.4f}, SQNR {figures.get('sqnr_db', float('nan')):.1f} dB"
+                     if figures else trial.error or "failed")
+            out.append(f"- {trial.number}: {trial.label} ({len(trial.float_units)} float): {shown}; {'pass' if trial.passed else 'fail'}")
         out += ["", "Notes:", ""] + [f"- {n}" for n in outcome.notes]
     return "\n".join(out) + "\n"
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _ort_version() -> str:
