@@ -13,7 +13,7 @@ from torch import nn
 from .common import ZooModel
 from .training import photo_patches, train_classifier
 
-EPOCHS = 6
+EPOCHS = 5
 SIZE = 96
 
 # kernel, expanded channels, out channels, squeeze-excite, activation, stride

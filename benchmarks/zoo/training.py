@@ -90,6 +90,9 @@ def train_classifier(
     steps = epochs * ((len(x_all) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    # channels-last makes PyTorch's CPU depthwise-conv backward ~1.5x faster (oneDNN path).
+    layout = torch.channels_last if x_all.dim() == 4 else torch.contiguous_format
+    model.to(memory_format=layout)
     for epoch in range(epochs):
         model.train()
         start, total = time.time(), 0.0
@@ -99,7 +102,7 @@ def train_classifier(
             xb = x_all[idx]
             if shift_augment:
                 xb = _augment_digits(xb, gen)
-            loss = loss_fn(model(xb), y_all[idx])
+            loss = loss_fn(model(xb.contiguous(memory_format=layout)), y_all[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -108,6 +111,7 @@ def train_classifier(
         acc = evaluate(model, split.val_x, split.val_y)
         print(f"  epoch {epoch + 1}/{epochs} loss {total / len(perm):.3f} val acc {acc:.3f} ({time.time() - start:.0f} s)",
               flush=True)
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return evaluate(model, split.val_x, split.val_y)
 
