@@ -12,7 +12,6 @@ format and hand that cache to `quantize_static`; the cache is kept as `calibrati
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,13 +182,14 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
         onnx.save(state.graph.model, str(source))
     cache = request.work_dir / "calibration.json"
     cache.unlink(missing_ok=True)
-    calibration_args = args
-    if scheme.mse_ranges and scheme.calibration_method != "minmax":
-        calibration_args = ort_static_arguments(dataclasses.replace(scheme, calibration_method="minmax"), request.nodes_to_exclude)
-    minmax = calibration_args.calibrator["calibrate_method"].name == "MinMax"
-    reader = request.make_reader() if minmax else UniformBatchReader(request.make_reader)
-    batches = calibrate_ranges(source, reader, calibration_args, cache)
-    if state is not None and scheme.mse_ranges:
+    # MSE range selection starts from MinMax ranges; a calibration method chosen explicitly
+    # (entropy, percentile) is the user's choice of ranges and is kept as it is.
+    mse = scheme.mse_ranges and scheme.calibration_method == "minmax"
+    if scheme.mse_ranges and not mse:
+        notes.append(f"mse_ranges skipped: calibration method {scheme.calibration_method!r} sets the ranges")
+    reader = request.make_reader() if scheme.calibration_method == "minmax" else UniformBatchReader(request.make_reader)
+    batches = calibrate_ranges(source, reader, args, cache)
+    if state is not None and mse:
         refine_ranges(state, cache, scheme)
     quantize_from_cache(source, request.out_path, cache, args)
     if state is not None and scheme.bias_correction:

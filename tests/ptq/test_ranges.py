@@ -60,3 +60,14 @@ def test_uniform_tensor_keeps_its_full_range():
     values = np.random.default_rng(1).uniform(-1, 3, size=(64, 1000)).astype(np.float32)
     (low, high), _ = _chosen(values)
     assert high > 0.97 * values.max() and low < 0.97 * values.min()
+
+
+def test_an_explicit_calibration_method_keeps_its_own_ranges(block_onnx, calib_images, tmp_path):
+    from exporter.ptq.ranges import read_cache
+    from tests.ptq.conftest import quantize
+
+    _, mse = quantize(block_onnx, tmp_path / "mse", calib_images, mse_ranges=True)
+    _, entropy = quantize(block_onnx, tmp_path / "entropy", calib_images, mse_ranges=True, calibration_method="entropy")
+    assert mse.ptq_log.of("mse_range") and not entropy.ptq_log.of("mse_range")
+    assert "mse_ranges skipped: calibration method 'entropy' sets the ranges" in entropy.notes
+    assert read_cache(mse.calibration_cache) != read_cache(entropy.calibration_cache)
