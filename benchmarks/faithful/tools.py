@@ -85,8 +85,13 @@ def ort_recipe(float_path: str, calib: Path, work: Path) -> Candidate:
     start = time.time()
     pre = work / "ort.pre.onnx"
     out = work / "ort.onnx"
+    note = ""
     try:
-        quant_pre_process(float_path, str(pre))
+        try:
+            quant_pre_process(float_path, str(pre))
+        except Exception as exc:  # what a user does next: skip the symbolic shape inference that failed
+            quant_pre_process(float_path, str(pre), skip_symbolic_shape=True)
+            note = f"quant_pre_process needed skip_symbolic_shape ({type(exc).__name__} in symbolic shape inference)"
         names = [i.name for i in onnx.load(str(pre), load_external_data=False).graph.input]
         reader = NpzReader(load_inputs(str(calib), names), batch=8)
         quantize_static(
@@ -95,7 +100,7 @@ def ort_recipe(float_path: str, calib: Path, work: Path) -> Candidate:
         )
     except Exception as exc:  # a tool failure is a table entry, not a crash of the benchmark
         return Candidate("ort", None, time.time() - start, "failed", f"{type(exc).__name__}: {str(exc)[:200]}")
-    return Candidate("ort", str(out), time.time() - start, "ok")
+    return Candidate("ort", str(out), time.time() - start, "ok", note)
 
 
 def quark(float_path: str, calib: Path, work: Path, iterations: int, timeout_s: float) -> Candidate:
