@@ -134,7 +134,8 @@ def quantize_transformer(
     spent = 0.0
     for choice in sorted((c for c in choices if c.output_loss is not None), key=lambda c: c.output_loss):
         if spent + choice.output_loss > PLANNED_SHARE * budget:
-            demote(choice, f"alone costs output cosine {choice.output_loss:.2g}; over the budget {budget:.2g}")
+            demote(choice, f"alone costs output cosine {choice.output_loss:.2g}; with it the groups' planned loss "
+                           f"{spent + choice.output_loss:.2g} would pass {PLANNED_SHARE * budget:.2g}")
         else:
             spent += choice.output_loss
     rounds, cosine = 0, -1.0
