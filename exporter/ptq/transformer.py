@@ -17,9 +17,11 @@ Rule (the static quantizer calls `quantize_transformer` when `find_transformer` 
    `max_demotions` times) and the file is written again from the same calibration cache.
 Every weight MatMul gets a `MatMulDecision` and every smoothed group a `SmoothingRecord` in the log.
 
-Measured on all-MiniLM-L6-v2 (real sentences, sequence 128): whole-graph static QDQ (the old
-default) gives embedding cosine 0.33; static or dynamic int8 of every weight MatMul without
-smoothing 0.93 / 0.96. The FFN output projections (reading the GELU output) are the sensitive ones.
+Measured on all-MiniLM-L6-v2 (real sentences, sequence 128, cpu-int8 with 7-bit weights): whole-graph
+static QDQ (the old default) gives embedding cosine 0.33-0.37; static or dynamic int8 of every weight
+MatMul without smoothing 0.93 / 0.96. This path: 30 static, 4 dynamic, 2 float MatMuls, cosine 0.995
+on held-out sentences, 1.6x the float ONNX speed, 3.4x smaller. The FFN output projections (reading
+the GELU output) are the sensitive ones: each alone costs 0.001-0.005 of output cosine.
 """
 
 from __future__ import annotations
