@@ -26,6 +26,8 @@ BINS = 2048
 PERCENTILES = (99.9, 99.99, 99.999)
 SWEEP = 64
 SWEEP_FLOOR = 0.2
+MAX_COUNTED = 1 << 18  # values counted per tensor and batch: plenty for 2048 bins, and bounded time
+_SUBSAMPLE = np.random.default_rng(0)
 
 
 @dataclass
@@ -45,8 +47,10 @@ class Histogram:
         return cls(float(low), float(high), np.zeros(BINS, dtype=np.float64))
 
     def add(self, values: np.ndarray) -> None:
-        """Count `values` (any shape)."""
+        """Count `values` (any shape); of a large tensor, `MAX_COUNTED` values drawn at random (seeded)."""
         flat = values.reshape(-1)
+        if flat.size > MAX_COUNTED:
+            flat = flat[_SUBSAMPLE.integers(0, flat.size, MAX_COUNTED)]
         self.zeros += float(np.count_nonzero(flat == 0))
         index = np.floor((flat.astype(np.float64) - self.low) / (self.high - self.low) * BINS)
         self.counts += np.bincount(np.clip(index, 0, BINS - 1).astype(np.int64), minlength=BINS)
