@@ -109,14 +109,14 @@ def _union(value: Any, args: tuple, where: str, text: bool) -> Any:
 
 def _sequence(value: Any, origin: type, args: tuple, where: str, text: bool) -> Any:
     if isinstance(value, str):
-        cls = CommandLineText if text else str
-        items: list = [cls(v.strip()) for v in value.split(",") if v.strip()]
+        items: list = value.split(",")
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
         raise SettingTypeError(value, where, "a list")
     inner = args[0] if args else Any
-    converted = [coerce(v, inner, where) for v in items]
+    cls = CommandLineText if text else str
+    converted = [coerce(cls(v.strip()) if isinstance(v, str) else v, inner, where) for v in items if v != ""]
     return tuple(converted) if origin is tuple else converted
 
 
