@@ -46,6 +46,8 @@ def produce(model_dir: Path, work: Path, column: str, float_path: str | None, ar
     cached = Candidate.load(work, column)
     if cached is not None and column not in args.rerun and "all" not in args.rerun:
         return cached
+    if args.cached_only:
+        return Candidate(column, None, 0.0, "not run")
     print(f"  {model_dir.name}: running {column} ...", flush=True)
     if column == "float":
         result = tools.float_onnx(model_dir, work, args.timeout)
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quark-timeout", type=float, default=1200.0)
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per tool run")
     parser.add_argument("--time-budget", type=float, default=15.0, help="seconds of interleaved timing per model")
+    parser.add_argument("--cached-only", action="store_true", help="only tabulate tool outputs already in --work")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results_faithful.md"))
     args = parser.parse_args(argv)
 
