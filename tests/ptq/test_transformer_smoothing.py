@@ -79,3 +79,27 @@ def test_smoothing_raises_the_simulated_int8_sqnr_of_an_outlier_activation():
     smoothed = group_sqnr_db(x, w, smoothing_scales(absmax, [w], 0.5), "static", grid)
     assert outlier_ratio(absmax) > 20
     assert smoothed > plain + 6.0, (plain, smoothed)
+
+
+def test_smoothing_folds_into_a_layernorm_read_only_by_the_group():
+    """Pre-LN block shape: LayerNorm -> MatMul only; s goes into the norm's gain and bias, no Mul is added."""
+    from exporter.ptq.transformer_graph import WeightMatMul
+
+    rng = np.random.default_rng(1)
+    gamma = rng.uniform(0.5, 1.5, 8).astype(np.float32)
+    gamma[2] = 20.0  # an outlier channel
+    inits = [numpy_helper.from_array(gamma, "gamma"), numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=(8, 6)).astype(np.float32), "w")]
+    nodes = [onnx.helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="norm", axis=-1),
+             onnx.helper.make_node("MatMul", ["ln", "w"], ["y"], name="fc")]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4, 8])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4, 6])], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    x = {"x": rng.normal(size=(2, 4, 8)).astype(np.float32)}
+    before = _run(model, x)
+    absmax = np.abs(gamma) * 2.0
+    matmul = WeightMatMul("fc", "MatMul", "ln", "w", 0, 8, 6, "LayerNormalization")
+    scales = smoothing_scales(absmax, [numpy_helper.to_array(inits[2])], 0.5)
+    record = apply_smoothing(model, [matmul], scales, 0.5, absmax)
+    assert record.folded_into == "norm" and [n.op_type for n in model.graph.node] == ["LayerNormalization", "MatMul"]
+    np.testing.assert_allclose(_run(model, x), before, rtol=1e-4, atol=1e-5)
