@@ -216,6 +216,7 @@ def render(rows: list, repeats: int, seconds: float) -> str:
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + f". Run time {seconds / 60:.1f} min.",
         "",
+        "",
     ]
     return "\n".join(head) + markdown_table(
         ["model", "file", "runtime", "latency ms", "cosine vs PyTorch", "top-1 agr.", "max diff vs ORT", "golden"], table,

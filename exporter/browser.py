@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -78,15 +79,25 @@ class PageServer:
 
 def run_page(chromium: str, server: PageServer, path: str, timeout: float = 180.0) -> dict:
     """Open `path` on `server` in headless chromium; return the JSON the page POSTs (TimeoutError if none)."""
-    with tempfile.TemporaryDirectory(prefix="exporter-chromium-") as profile:
+    # chromium's helper processes may still write to the profile after the browser exits: its own session
+    # is killed as a group, and the profile's removal tolerates late files
+    with tempfile.TemporaryDirectory(prefix="exporter-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(chromium_command(chromium, profile, server.url + path),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             return server.results.get(timeout=timeout)
         except queue.Empty:
-            proc.kill()
+            _stop(proc)
             raise TimeoutError(f"the page posted no result within {timeout:.0f} s: {proc.communicate()[1][-500:]}") from None
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the chromium this module started, with the helper processes of its session."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
