@@ -75,7 +75,8 @@ def cell(fig: measure.Figures | None, ratio: float | None, cand: Candidate, has_
         parts.append(f"acc {fig.accuracy:.3f}")
     if output_kind.startswith("probabilities"):
         parts.append(f"max err {fig.max_abs_error:.3f}")
-    text = " / ".join(parts) + f", {ratio:.2f}x, {cand.wall_s:.0f} s"
+    speed = f"{ratio:.2f}x" if ratio is not None else "batch-1 run fails"
+    text = " / ".join(parts) + f", {speed}, {cand.wall_s:.0f} s"
     if cand.status != "ok":
         text += f" [{cand.status}]"
     return text
@@ -100,7 +101,7 @@ def bench_model(model_dir: Path, args) -> tuple[list[str], dict]:
     ref = measure.run_all(measure.session(flt.path, threads=2), arrays)
     float_acc = float(np.mean(ref.reshape(len(ref), -1).argmax(1) == labels)) if labels is not None else None
     paths = {"float": flt.path} | {c: cand.path for c, cand in cands.items() if cand.path}
-    latency = measure.batch1_latency(paths, arrays, budget_s=args.time_budget)
+    latency, broken = measure.batch1_latency(paths, arrays, budget_s=args.time_budget)
     row.append(f"{latency['float']:.2f} ms" + (f", acc {float_acc:.3f}" if float_acc is not None else ""))
     raw["float_ms"] = latency["float"]
     raw["float_accuracy"] = float_acc
@@ -110,11 +111,11 @@ def bench_model(model_dir: Path, args) -> tuple[list[str], dict]:
             try:
                 out = measure.run_all(measure.session(cand.path, threads=2), arrays)
                 fig = measure.figures(ref, out, info["output_kind"], labels)
-                ratio = latency[column] / latency["float"]
+                ratio = latency[column] / latency["float"] if column in latency else None
             except Exception as exc:  # a file onnxruntime 1.32 cannot run is a result, not a crash
                 cand = Candidate(column, None, cand.wall_s, "unrunnable", f"{type(exc).__name__}: {str(exc)[:100]}")
         row.append(cell(fig, ratio, cand, labels is not None, info["output_kind"]))
-        raw[column] = {"status": cand.status, "wall_s": cand.wall_s, "note": cand.note,
+        raw[column] = {"batch1_error": broken.get(column), "status": cand.status, "wall_s": cand.wall_s, "note": cand.note,
                        "ratio": ratio, "ms": latency.get(column), **(fig.__dict__ if fig else {})}
     return row, raw
 

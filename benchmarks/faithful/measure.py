@@ -79,14 +79,22 @@ def figures(reference: np.ndarray, candidate: np.ndarray, output_kind: str, labe
     return Figures(agreement, cosine, accuracy, float(np.max(np.abs(ref - got))))
 
 
-def batch1_latency(paths: dict[str, str], arrays: dict[str, np.ndarray], budget_s: float = 20.0) -> dict[str, float]:
-    """Median batch-1 latency (ms) of each model file, timed interleaved, one thread each."""
+def batch1_latency(
+    paths: dict[str, str], arrays: dict[str, np.ndarray], budget_s: float = 20.0
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Median batch-1 latency (ms) of each model file, timed interleaved, one thread each; and the files
+    that cannot run one sample at a time, with onnxruntime's message."""
     from benchmarks._common import interleaved_timings
 
-    calls = {}
+    calls, broken = {}, {}
     for name, path in paths.items():
         sess = session(path)
         feeds = {k: v[:1] for k, v in feeds_for(sess, arrays).items()}
+        try:
+            sess.run(None, feeds)
+        except Exception as exc:  # e.g. a batch size baked into an LSTM's initial state
+            broken[name] = f"batch 1 fails: {str(exc).splitlines()[0][-120:]}"
+            continue
         calls[name] = (lambda s=sess, f=feeds: s.run(None, f))
     timings = interleaved_timings(calls, max_rounds=400, min_rounds=20, per_round=5, settle=2, budget_s=budget_s)
-    return {name: t.median for name, t in timings.items()}
+    return {name: t.median for name, t in timings.items()}, broken

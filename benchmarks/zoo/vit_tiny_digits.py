@@ -1,6 +1,6 @@
 """A ViT-Tiny-shaped transformer (width 192, 3 heads, MLP 768, pre-LayerNorm, GELU, class token,
 learned positions) with 6 blocks, trained here on scikit-learn's digits upscaled to 32x32
-(patch 4 -> 64 tokens + class token).
+(patch 8 -> 16 tokens + class token).
 
 ViT-Tiny has 12 blocks; 6 keep training within a few CPU minutes while the per-block shapes
 (and so the quantization problems: LayerNorm, Softmax, GELU, attention MatMuls) are ViT-Tiny's.
@@ -14,9 +14,9 @@ from torch import nn
 from .common import ZooModel
 from .training import digits, train_classifier
 
-EPOCHS = 8
+EPOCHS = 6
 SIZE = 32
-PATCH = 4
+PATCH = 8
 
 
 class Block(nn.Module):
@@ -44,7 +44,7 @@ class Block(nn.Module):
 
 
 class VitTiny(nn.Module):
-    """Patch embedding (conv 4x4/4), class token, learned positions, blocks, final LN, Linear head."""
+    """Patch embedding (conv 8x8/8), class token, learned positions, blocks, final LN, Linear head."""
 
     def __init__(self, num_classes: int = 10, image: int = SIZE, patch: int = PATCH, channels: int = 1,
                  dim: int = 192, depth: int = 6, heads: int = 3, mlp: int = 768) -> None:
@@ -69,7 +69,7 @@ def build() -> ZooModel:
     torch.manual_seed(0)
     split = digits(SIZE)
     model = VitTiny()
-    accuracy = train_classifier(model, split, epochs=EPOCHS, lr=1e-3, shift_augment=True)
+    accuracy = train_classifier(model, split, epochs=EPOCHS, lr=2e-3, shift_augment=True)
     return ZooModel(
         name="vit_tiny_digits",
         module=model,
@@ -78,7 +78,7 @@ def build() -> ZooModel:
         val={"x": split.val_x},
         calib_labels=split.calib_y,
         val_labels=split.val_y,
-        what="ViT-Tiny-shaped encoder (dim 192, 3 heads, MLP 768, 6 pre-LN blocks, 65 tokens; 2.7 M params), 1x32x32",
+        what="ViT-Tiny-shaped encoder (dim 192, 3 heads, MLP 768, 6 pre-LN blocks, 17 tokens; 2.7 M params), 1x32x32",
         weights=f"trained in `benchmarks/zoo/vit_tiny_digits.py` ({EPOCHS} epochs on 1,347 sklearn digits); "
         f"val accuracy {accuracy:.3f}",
         output_kind="logits (10 digits)",
