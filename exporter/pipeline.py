@@ -309,6 +309,8 @@ def accuracy_stage(run: ExportRun) -> None:
     else:
         seconds = auto_search_seconds(run.float_path)
     quantized_from = Path(getattr(run.quant_info, "quantized_from", "") or run.work_dir / "preprocessed.onnx")
+    if (run.work_dir / "ptq_reference.onnx").is_file():  # equalized, before AdaRound and bias correction
+        quantized_from = run.work_dir / "ptq_reference.onnx"
     ptq_log = getattr(run.quant_info, "ptq_log", None)
     baseline = run.work_dir / "plain_int8.onnx"
     baseline.write_bytes(run.final_path.read_bytes())

@@ -4,10 +4,11 @@ Working on the int8 model itself (not re-quantizing with `nodes_to_exclude`) kee
 quantizer did for the int8 part (calibrated ranges, equalized and rounded weights, corrected
 biases) and costs no calibration. For each float unit:
 
-1. each quantized constant input (weight, bias) is replaced by the float model's value when every
-   constant of the unit is within one quantization step of it (the same tensor, only rounded);
-   otherwise (the quantizer changed it: equalization, bias correction) by its dequantized value, so
-   weights and corrected biases stay consistent;
+1. each quantized constant input (weight, bias) is replaced by the float model's value when the
+   unit's weights are within one quantization step of it (the same tensor, only rounded, by nearest
+   or AdaRound), the bias included (a bias corrected for int8 error is wrong for a float layer);
+   otherwise by its dequantized value. With PTQ, the float model is the *equalized* one
+   (`ptq_reference.onnx`), consistent with its int8 neighbours;
 2. each activation input is read in float straight from its producer when that producer is float
    too (a float unit, a node that was never quantized, or a graph input), skipping the
    QuantizeLinear/DequantizeLinear pair; from an int8 producer it keeps the DequantizeLinear;
@@ -127,7 +128,9 @@ def float_units(
             continue
         constants = [producer.get(n) for n in node.input if n and producer.get(n) is not None]
         constants = [dq for dq in constants if dq.op_type == "DequantizeLinear" and dq.input[0] in initializers]
-        exact = bool(constants) and all(_rounds_to(dq, initializers, float_inits) for dq in constants)
+        weights = [dq for dq in constants if len(initializers[dq.input[0]].dims) >= 2]
+        exact = bool(weights) and all(_rounds_to(dq, initializers, float_inits) for dq in weights) and all(
+            dq.input[0].removesuffix("_quantized") in float_inits for dq in constants)
         for index, name in enumerate(node.input):
             dq = producer.get(name)
             if not name or dq is None or dq.op_type != "DequantizeLinear":

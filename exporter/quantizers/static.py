@@ -24,6 +24,8 @@ from exporter.errors import CalibrationError, QuantizationError
 from exporter.quantizers.base import QuantizeInfo, QuantizeRequest, register_quantizer
 from targets.profile import QuantScheme
 
+PTQ_REFERENCE = "ptq_reference.onnx"
+"""Beside the quantized file: the float model after equalization, before AdaRound and bias correction."""
 ENTROPY_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 HISTOGRAM_BINS = 2048
@@ -178,6 +180,7 @@ def quantize_static_model(request: QuantizeRequest) -> QuantizeInfo:
     source = prepared
     if wants_ptq(scheme):
         state = before_calibration(prepared, request.make_reader(), scheme, request.nodes_to_exclude)
+        onnx.save(state.reference, str(request.work_dir / PTQ_REFERENCE))  # the equalized float model (float layers of a mix)
         source = request.work_dir / "ptq_float.onnx"
         onnx.save(state.graph.model, str(source))
     cache = request.work_dir / "calibration.json"

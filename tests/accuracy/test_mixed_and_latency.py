@@ -112,3 +112,32 @@ def test_short_int8_gaps_between_float_units_are_filled() -> None:
     order = ["a", "b", "c", "d", "e", "f", "g", "h"]
     assert fill_gaps(order, {"a", "d", "h"}, gap=2) == {"a", "b", "c", "d", "h"}  # d..h is a gap of 3: kept int8
     assert fill_gaps(order, {"b"}, gap=2) == {"b"}
+
+
+def test_every_unit_float_is_the_float_model_after_ptq(tmp_path) -> None:
+    """With equalization, AdaRound and bias correction on (cpu-int8's default), the float layers take the
+    equalized float model's weights and uncorrected biases: all of them float is the float function."""
+    from calibration import OrtCalibrationReader, open_samples
+    from exporter.inputs import InputSpec
+    from exporter.onnx_export import export_onnx
+    from exporter.quantizers import QuantizeRequest, quantize_model
+    from exporter.quantizers.static import PTQ_REFERENCE
+    from targets import get_target
+    from tests.accuracy.hostile import SAMPLE, digits_model
+
+    scheme = get_target("cpu-int8").quantization
+    if not (scheme.equalize and scheme.bias_correction):
+        pytest.skip("cpu-int8 runs no PTQ algorithms")
+    import dataclasses
+
+    scheme = dataclasses.replace(scheme, adaround_iterations=20, adaround_samples=64)
+    specs = [InputSpec("input", (1, 1, 16, 16))]
+    export_onnx(digits_model(), specs, tmp_path / "f.onnx", opset=18)
+    calib = open_samples(str(SAMPLE / "calib.npz")).subset(range(64))
+    quantize_model(QuantizeRequest(tmp_path / "f.onnx", tmp_path / "q.onnx", scheme, specs, tmp_path,
+                                   lambda: OrtCalibrationReader(calib, specs, batch_size=32)))
+    quant, reference = onnx.load(str(tmp_path / "q.onnx")), onnx.load(str(tmp_path / PTQ_REFERENCE))
+    model, _ = float_units(quant, [u.name for u in quantized_units(quant)], folded_activations(reference, quant), reference)
+    feed = {"input": np.load(SAMPLE / "val.npz")["input"][:64] if "input" in np.load(SAMPLE / "val.npz") else
+            next(iter(np.load(SAMPLE / "val.npz").values()))[:64]}
+    np.testing.assert_allclose(_run(model, feed), _run(tmp_path / "f.onnx", feed), rtol=1e-3, atol=1e-3)
