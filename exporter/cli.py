@@ -101,7 +101,7 @@ def _d(name: str) -> str:
 EXPORT_STAGES = {
     "model": ("model: what to load", ("model", "--model-class", "--model-kwargs", "--trust-pickle", "--input-shape")),
     "data": ("data: calibration and validation samples",
-             ("--calib", "--val", "--calib-samples", "--calib-nproc", "--val-samples", "--val-fraction", "--batch-size",
+             ("--calib", "--val", "--calib-samples", "--calib-nproc", "--calib-nnodes", "--calib-node-rank", "--calib-rdzv-endpoint", "--val-samples", "--val-fraction", "--batch-size",
               "--image-preset", "--resize", "--crop", "--mean", "--std", "--seed")),
     "target": ("target: export, quantization and the gate",
                ("--target", "--calib-method", "--exporter", "--opset", "--output-kind", "--fail-if-slower")),
@@ -147,6 +147,9 @@ def _add_export_options(parser: argparse.ArgumentParser) -> _StageGroups:
     p.add_argument("--input-shape", action="append", metavar="SHAPE", help="input shape with batch first, e.g. 1,3,224,224; repeat per input (default: from --calib)")
     p.add_argument("--calib-samples", type=int, help="at most this many calibration samples (default: all but the validation split)")
     p.add_argument("--calib-nproc", type=int, metavar="N", help="calibrate in N torchrun processes on this machine, statistics merged" + _d("calib_nproc"))
+    p.add_argument("--calib-nnodes", type=int, metavar="N", help="machines sharing the calibration (run the same command on each)" + _d("calib_nnodes"))
+    p.add_argument("--calib-node-rank", type=int, metavar="R", help="this machine's rank, 0 .. nnodes-1" + _d("calib_node_rank"))
+    p.add_argument("--calib-rdzv-endpoint", metavar="HOST:PORT", help="host:port of node 0 when calibrating across machines")
     p.add_argument("--val-samples", type=int, help="validation samples held out of --calib (default: --val-fraction of it)")
     p.add_argument("--val-fraction", type=float, help="fraction of --calib held out for validation" + _d("val_fraction"))
     p.add_argument("--batch-size", type=int, help="batch size for calibration and validation" + _d("batch_size"))

@@ -343,14 +343,18 @@ def package_stage(run: ExportRun) -> None:
 
 
 def measure_stage(run: ExportRun) -> None:
-    """Sizes, parameter counts and batch-1 latency (median, one thread) of PyTorch, ORT fp32 and the final file."""
+    """Sizes, parameter counts and latency (median, one thread) of PyTorch, ORT fp32 and the final file.
+
+    Timed at batch 1, or at the file's own batch size when the target fixes shapes.
+    """
     import torch
 
     from exporter.modelstats import count_params
     from exporter.runtime import interleaved_latency_ms, session_for
     from exporter.figures import GateCheck, rule_passes
 
-    feed = _fixed_batch(run.reference[0][0], run.specs, batch=1)
+    batch = 1 if run.plan.target.dynamic_batch else run.specs[0].shape[0]
+    feed = _fixed_batch(run.reference[0][0], run.specs, batch=batch)
     float_session = session_for(run.float_path, threads=1)
     calls = {"ort_float": lambda: float_session.run(None, feed)}
     if run.quant_info.mode != "none":
@@ -380,12 +384,12 @@ def measure_stage(run: ExportRun) -> None:
             "final": round(final_ms, 4),
         },
         "speedup_vs_float": round(float_ms / final_ms, 3),
-        "latency_setup": "batch 1, 1 intra-op thread, median of repeated runs timed in alternation",
+        "latency_setup": f"batch {batch}, 1 intra-op thread, median of repeated runs timed in alternation",
     }
     if run.quant_info.mode != "none" and final_ms > float_ms:
         run.warnings.append(
             f"the {run.plan.target.name} model is SLOWER than the float ONNX on this CPU "
-            f"({final_ms:.3f} ms vs {float_ms:.3f} ms at batch 1): check the target's scheme (try --target auto)"
+            f"({final_ms:.3f} ms vs {float_ms:.3f} ms at batch {batch}): check the target's scheme (try --target auto)"
         )
     if run.plan.fail_if_slower and run.quant_info.mode != "none":
         ratio = run.measurements["speedup_vs_float"]
@@ -411,7 +415,9 @@ def _quantize_request(run: ExportRun):
     batch = run.plan.data.batch_size if run.plan.target.dynamic_batch else specs[0].shape[0]
     from exporter.training.settings import Rendezvous
 
-    rendezvous = Rendezvous(nproc=run.plan.data.calib_nproc)
+    data = run.plan.data
+    rendezvous = Rendezvous(nproc=data.calib_nproc, nnodes=data.calib_nnodes, node_rank=data.calib_node_rank,
+                            endpoint=data.calib_rdzv_endpoint)
     make_reader = (lambda: OrtCalibrationReader(calib, specs, batch_size=batch, rendezvous=rendezvous)) if calib is not None else None
     return QuantizeRequest(
         float_path=run.float_path,

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "val": None,
     "calib_samples": None,
     "calib_nproc": 1,
+    "calib_nnodes": 1,
+    "calib_node_rank": 0,
+    "calib_rdzv_endpoint": None,
     "val_samples": None,
     "val_fraction": 0.2,
     "batch_size": 16,
@@ -110,6 +113,9 @@ class DataPlan:
     val: str | None = None
     calib_samples: int | None = None
     calib_nproc: int = 1
+    calib_nnodes: int = 1
+    calib_node_rank: int = 0
+    calib_rdzv_endpoint: str | None = None
     val_samples: int | None = None
     val_fraction: float = 0.2
     batch_size: int = 16
@@ -229,6 +235,9 @@ def build_plan(settings: dict[str, Any]) -> Plan:
         val=_opt_str(s["val"]),
         calib_samples=_opt_positive_int(s["calib_samples"], "calib_samples"),
         calib_nproc=_positive_int(s["calib_nproc"], "calib_nproc"),
+        calib_nnodes=_positive_int(s["calib_nnodes"], "calib_nnodes"),
+        calib_node_rank=_calib_node_rank(s),
+        calib_rdzv_endpoint=_calib_endpoint(s),
         val_samples=_opt_positive_int(s["val_samples"], "val_samples"),
         val_fraction=_fraction(s["val_fraction"]),
         batch_size=_positive_int(s["batch_size"], "batch_size"),
@@ -355,3 +364,24 @@ def _floats(value: Any, name: str) -> tuple[float, ...] | None:
         return tuple(float(v) for v in items)
     except ValueError:
         raise PlanError(f"bad --{name} {value!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _calib_node_rank(s: dict[str, Any]) -> int:
+    """`calib_node_rank` in 0 .. calib_nnodes-1."""
+    nnodes = _positive_int(s["calib_nnodes"], "calib_nnodes")
+    rank = s["calib_node_rank"]
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < nnodes:
+        raise PlanError(f"bad calib_node_rank {rank!r}: expected 0 .. {nnodes - 1} for {nnodes} machine(s)")
+    return rank
+
+
+def _calib_endpoint(s: dict[str, Any]) -> str | None:
+    """`calib_rdzv_endpoint` as host:port; required when calibration spans several machines."""
+    endpoint = _opt_str(s["calib_rdzv_endpoint"])
+    if endpoint is not None:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise PlanError(f"bad calib_rdzv_endpoint {endpoint!r}: expected host:port, e.g. host0:29500")
+    if _positive_int(s["calib_nnodes"], "calib_nnodes") > 1 and endpoint is None:
+        raise PlanError("calibration across machines (--calib-nnodes > 1) needs --calib-rdzv-endpoint host:port of node 0")
+    return endpoint

@@ -95,3 +95,46 @@ def test_endless_factory_and_two_calibration_processes_end_to_end(tmp_path, caps
     assert len(endless_digits.READ) == 81  # 64 + 16 held out, plus one item to see there were more
     assert report["quantization"]["calibration_batches"] == 4  # 64 samples in batches of 16, over both processes
     assert report["data"]["notes"] == []  # the user's own limit stopped the factory: no cap note
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--calib-nnodes", "2"], "calibration across machines (--calib-nnodes > 1) needs --calib-rdzv-endpoint host:port of node 0"),
+        (["--calib-nnodes", "2", "--calib-node-rank", "2", "--calib-rdzv-endpoint", "h:1"],
+         "bad calib_node_rank 2: expected 0 .. 1 for 2 machine(s)"),
+        (["--calib-nnodes", "2", "--calib-rdzv-endpoint", "host0"], "bad calib_rdzv_endpoint 'host0': expected host:port, e.g. host0:29500"),
+    ],
+)
+def test_bad_multi_machine_calibration_flags_are_one_line(tmp_path, capsys, flags, message):
+    code, lines = export(capsys, "--calib", str(DIGITS / "calib.npz"), "--out", str(tmp_path / "out"), *flags)
+    assert (code, lines) == (2, [f"error: {message}"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_machines_from_the_command_line_write_the_two_process_file(tmp_path):
+    """Two exporter processes as node ranks 0 and 1 meet at a loopback endpoint: each writes the same int8 file
+    as one machine running `--calib-nproc 2` (the same global world of two shards)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    common = [sys.executable, "-m", "exporter", "export", str(MODEL), "--target", "cpu-int8", "--calib",
+              str(DIGITS / "calib.npz"), "--no-search", "--no-progress"]
+    machines = [
+        subprocess.Popen([*common, "--calib-nnodes", "2", "--calib-node-rank", str(rank), "--calib-rdzv-endpoint",
+                          f"127.0.0.1:{port}", "--out", str(tmp_path / f"node{rank}")],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    single = subprocess.run([*common, "--calib-nproc", "2", "--out", str(tmp_path / "single")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    results = [m.communicate(timeout=600) for m in machines]
+    assert single.returncode == 0, single.stderr
+    assert [m.returncode for m in machines] == [0, 0], [err for _, err in results]
+    expected = (tmp_path / "single" / "model.onnx").read_bytes()
+    assert (tmp_path / "node0" / "model.onnx").read_bytes() == expected
+    assert (tmp_path / "node1" / "model.onnx").read_bytes() == expected

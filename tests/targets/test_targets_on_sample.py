@@ -85,3 +85,21 @@ def test_auto_target_validates_and_writes_its_scheme(features, zero_point_type, 
     # reduce_range keeps weights in 7 bits: [-64, 63].
     largest = max(int(np.abs(numpy_helper.to_array(w).astype(np.int32)).max()) for w, _, _ in weights)
     assert (largest <= 64) is target.quantization.reduce_range
+
+
+def test_mobile_int8_at_fixed_batch_four_is_validated_and_timed_at_batch_four(tmp_path):
+    """A fixed-shape file with batch 4 runs only batches of 4: validation, golden vectors and timing all feed it so."""
+    import json
+    from pathlib import Path
+
+    from exporter.cli import main
+
+    digits = Path(__file__).resolve().parents[2] / "samples" / "digits"
+    out = tmp_path / "out"
+    code = main(["export", str(digits / "digits_cnn.pt2"), "--target", "mobile-int8", "--input-shape", "4,1,16,16",
+                 "--calib", str(digits / "calib.npz"), "--no-search", "--no-progress", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["measurements"]["latency_setup"].startswith("batch 4,")
+    golden = json.loads((out / "golden.json").read_text())
+    assert golden["inputs"][0]["shape"][0] % 4 == 0
