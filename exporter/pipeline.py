@@ -51,6 +51,7 @@ class ExportRun:
     export_check: dict = field(default_factory=dict)
     quant_info: Any = None
     fallback: Any = None
+    layer_decisions: list = field(default_factory=list)
     packages: list = field(default_factory=list)
     evaluator: Any = None  # exporter.evaluation.Evaluator: reference outputs, output kinds, figures
     float_figures: Any = None  # exporter.figures.Figures of the float ONNX against the original model
@@ -286,7 +287,10 @@ def accuracy_stage(run: ExportRun) -> None:
     """
     scheme = run.plan.target.quantization
     asked = run.plan.accuracy_budget is not None
-    if scheme.mode != "static" or scheme.format != "qdq" or not (run.plan.search or asked) or run.calib is None:
+    if scheme.mode != "static" or scheme.format != "qdq" or run.calib is None:
+        return
+    if not (run.plan.search or asked):
+        _record_plain_decisions(run, "search off (--no-search): every quantizable layer stays int8")
         return
     from exporter.accuracy.budget import AccuracyBudget
     from exporter.accuracy.search import (
@@ -301,6 +305,7 @@ def accuracy_stage(run: ExportRun) -> None:
     missed = not all(c.passed for c in run.evaluator.gate(run.gate_figures, goal))
     slower = slower_than_float(run.final_path, run.float_path, latency_feed)
     if not (missed or slower):
+        _record_plain_decisions(run, "plain int8 meets the goal and is no slower than the float model: no search needed")
         return
     if run.plan.search_minutes is not None:
         seconds = run.plan.search_minutes * 60.0
@@ -331,6 +336,18 @@ def accuracy_stage(run: ExportRun) -> None:
     run.checks = run.evaluator.gate(run.gate_figures, goal)
     if not run.fallback.met or run.fallback.chose_float_model or run.fallback.slower_than_float:
         run.warnings.append(run.fallback.why)
+
+
+def _record_plain_decisions(run: ExportRun, why: str) -> None:
+    """The per-layer table when no search ran: every quantized layer is int8, for `why`."""
+    import onnx
+
+    from exporter.accuracy.decision import plain_decisions
+    from exporter.accuracy.search import algorithm_notes
+    from exporter.accuracy.units import quantized_units
+
+    units = quantized_units(onnx.load(str(run.final_path), load_external_data=False))
+    run.layer_decisions = plain_decisions(units, why, algorithm_notes(getattr(run.quant_info, "ptq_log", None)))
 
 
 def package_stage(run: ExportRun) -> None:

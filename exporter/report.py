@@ -37,6 +37,7 @@ def build_report(run) -> dict[str, Any]:
         "export": {**run.export_info.to_dict(), "check_vs_pytorch": run.export_check},
         "quantization": run.quant_info.to_dict(),
         "accuracy_fallback": _fallback_dict(run.fallback),
+        "decisions": [d.to_dict() for d in getattr(run, "layer_decisions", [])],
         "packages": [p.to_dict() for p in run.packages],
         "validation": {
             "outputs": [k.to_dict() for k in run.evaluator.kinds],
@@ -142,6 +143,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 out += [f"- left alone: `{s.get('layer', s)}`: {s.get('reason', '')}" for s in p["skipped"]]
                 out += [f"- {n}" for n in p["notes"]]
     out += _decision_section(report.get("accuracy_fallback"))
+    if not report.get("accuracy_fallback"):
+        out += _plain_decision_section(report.get("decisions") or [])
     ex, q = report["export"], report["quantization"]
     out += [
         "",
@@ -226,6 +229,18 @@ def _decision_section(search: dict[str, Any] | None) -> list[str]:
             verdict = "pass" if t.get("passed") else ("error" if t.get("error") else "fail")
             out.append(f"| {t['trial']} | {t['label']} | {len(t.get('float_units', []))} | {_num(figures.get('top1_agreement'))} | "
                        f"{_num(figures.get('cosine'))} | {_num(figures.get('sqnr_db'))} | {_num(t.get('latency_ms'))} | {verdict} |")
+    return out
+
+
+def _plain_decision_section(rows: list[dict[str, Any]]) -> list[str]:
+    """`## Per-layer decisions` when no search ran: every quantized layer is int8, and what the algorithms changed."""
+    if not rows:
+        return []
+    out = ["", "## Per-layer decisions", "", f"{len(rows)} quantized layers, all int8: {rows[0]['why']}.", "",
+           "| layer | op | precision | what the algorithms changed |", "|---|---|---|---|"]
+    for row in rows:
+        name = f"`{row['module']}`" if row.get("module") else f"`{row['node']}` (ONNX)"
+        out.append(f"| {name} | {row['op_type']} | int8 | {'; '.join(row.get('algorithms') or []) or '–'} |")
     return out
 
 

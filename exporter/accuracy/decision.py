@@ -163,3 +163,9 @@ class LayerDecision:
             "why": self.why, "error_db": self.error_db, "int8_ms": self.int8_ms, "float_ms": self.float_ms,
             "saved_ms": None if self.saved_ms is None else round(self.saved_ms, 5), "algorithms": list(self.algorithms),
         }
+
+
+def plain_decisions(units: Sequence[Any], why: str, algorithms: Mapping[str, Sequence[str]]) -> list[LayerDecision]:
+    """Rows for a file in which every quantizable unit stayed int8 (no search ran), each saying `why`."""
+    return [LayerDecision(u.name, u.module, u.op_type, "int8", why, algorithms=tuple(algorithms.get(u.name, ())))
+            for u in units]

@@ -46,6 +46,11 @@ def _float_convs(path) -> set[str]:
     return {n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] not in dequantized}
 
 
+def _convs(path) -> set[str]:
+    """Every Conv/Gemm node of the file."""
+    return {n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm")}
+
+
 def test_search_runs_by_default_and_no_search_gives_the_plain_model(hostile_model, plain_target, sample_dir, tmp_path, capsys):
     code, report, err = _export(hostile_model, sample_dir, tmp_path / "default", capsys, "--trust-pickle",
                                 "--target", str(plain_target))
@@ -68,7 +73,13 @@ def test_search_runs_by_default_and_no_search_gives_the_plain_model(hostile_mode
     assert code == 1 and "error: validation failed: top1_agreement" in err
     assert report["accuracy_fallback"] is None
     assert _float_convs(tmp_path / "plain" / "model.onnx") == set()  # every Conv/Gemm computes in int8
-    assert "Mixed precision" not in (tmp_path / "plain" / "report.md").read_text()
+    plain_md = (tmp_path / "plain" / "report.md").read_text()
+    assert "Mixed precision" not in plain_md
+    # Without a search the table still lists every quantized layer, int8, and why.
+    rows = report["decisions"]
+    assert {r["precision"] for r in rows} == {"int8"} and all(r["why"].startswith("search off (--no-search)") for r in rows)
+    assert {r["node"] for r in rows if r["op_type"] in ("Conv", "Gemm")} == _convs(tmp_path / "plain" / "model.onnx")
+    assert "## Per-layer decisions" in plain_md and "`features.3`" in plain_md
 
 
 def test_rerun_with_another_goal_reuses_the_cache(hostile_model, plain_target, sample_dir, tmp_path, capsys):
