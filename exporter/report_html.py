@@ -138,7 +138,7 @@ def _layers(report: dict) -> str:
 def decision_rows(report: dict) -> list[dict]:
     """Per-layer int8/float decisions: explicit decision rows when the report has them, else the layers kept in float."""
     fb = report.get("accuracy_fallback") or {}
-    for rows in (report.get("decisions"), fb.get("decisions"), (report.get("search") or {}).get("decisions")
+    for rows in (fb.get("decisions"), report.get("decisions"), (report.get("search") or {}).get("decisions")
                  if isinstance(report.get("search"), dict) else None):
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
             return rows
