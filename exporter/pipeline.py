@@ -112,6 +112,9 @@ def run_export(plan: Plan) -> ExportResult:
     outputs = StagedOutputs(plan.out_dir, plan.force)
     with work_folder() as work:
         outputs.check_writable()  # before any work: the lock, and --out is writable
+        from exporter.target_runtime import require_target_runtime
+
+        require_target_runtime(plan.target)  # and the target's runtime is installed
         run = ExportRun(plan=plan, outputs=outputs, work_dir=Path(work))
         try:
             for stage in (load_stage, data_stage, compress_stage, export_stage, quantize_stage,

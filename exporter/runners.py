@@ -102,6 +102,14 @@ def openvino_model(path: Path, precision: str = "f32", threads: int = 1):
     return compiled, used
 
 
+def require_openvino() -> None:
+    """Raise `RuntimeUnavailable` with the install command when OpenVINO cannot be imported."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise RuntimeUnavailable('OpenVINO is not installed: pip install -e ".[openvino]"') from None
+
+
 def openvino_version() -> str:
     """The installed OpenVINO runtime's version (short form)."""
     import openvino as ov

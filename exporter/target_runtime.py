@@ -21,6 +21,14 @@ from exporter.golden import GOLDEN_FIGURES, figures, reference_batches
 OPENVINO_RUNTIMES = ("openvino-cpu",)
 
 
+def require_target_runtime(target) -> None:
+    """Before any work: the target's own runtime must be installed (one line saying how, exit 2)."""
+    if target.runtime in OPENVINO_RUNTIMES:
+        from exporter.runners import require_openvino
+
+        require_openvino()
+
+
 def validate_on_target_runtime(run) -> None:
     """For an OpenVINO target: gate OpenVINO's own outputs and time it against onnxruntime (fills `run`)."""
     if run.plan.target.runtime not in OPENVINO_RUNTIMES:

@@ -61,8 +61,9 @@ def test_report_times_openvino_beside_onnxruntime_and_names_the_precision(openvi
 def test_openvino_target_without_openvino_is_exit_2(tmp_path):
     script = ("import sys; sys.modules['openvino'] = None; from exporter.cli import main; "
               f"sys.exit(main(['export', {str(SAMPLE / 'digits_cnn.pt2')!r}, '--target', 'x86-openvino-int8', "
-              f"'--calib', {str(SAMPLE / 'calib.npz')!r}, '--out', {str(tmp_path / 'out')!r}, '--latency-repeats', '3']))")
+              f"'--calib', {str(SAMPLE / 'calib.npz')!r}, '--out', {str(tmp_path / 'out')!r}, '--latency-repeats', '3', '-v']))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == 'error: OpenVINO is not installed: pip install -e ".[openvino]"'
     assert not (tmp_path / "out").exists()
+    assert "load ..." not in proc.stderr  # refused before any stage ran (-v would log each stage)
