@@ -231,24 +231,3 @@ def quantize_from_cache(source: Path, out: Path, cache: Path, args: OrtStaticArg
             quantize_static(str(source), str(out), calibration_data_reader=None, calibration_cache_path=str(cache), **args.quantize)
     except Exception as exc:
         raise QuantizationError(f"onnxruntime quantize_static failed: {type(exc).__name__}: {exc}") from exc
-
-
-class _CountingReader:
-    """Wraps a calibration reader and counts the batches it hands out."""
-
-    def __init__(self, reader: Any) -> None:
-        self.reader = reader
-        self.batches = 0
-
-    def get_next(self) -> dict | None:
-        batch = self.reader.get_next()
-        if batch is not None:
-            self.batches += 1
-        return batch
-
-    def __iter__(self):
-        while (batch := self.get_next()) is not None:
-            yield batch
-
-    def rewind(self) -> None:
-        self.reader.rewind()
