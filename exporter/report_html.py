@@ -130,7 +130,7 @@ def _layers(report: dict) -> str:
                         "(<code>--accuracy-budget</code>), or afterwards with <code>exporter inspect OUT_DIR</code>.</p>")
     shown = rows[:MAX_LAYERS]
     bars = [(f"{r['module'] or r['node']}", r["sqnr_db"], "final" if r["sqnr_db"] < 20 else "float") for r in shown]
-    note = f"<p class=\"muted\">SQNR (dB) each quantized layer adds alone, worst first; higher is better"
+    note = "<p class=\"muted\">SQNR (dB) each quantized layer adds alone, worst first; higher is better"
     note += f" ({len(rows) - len(shown)} more layers not shown).</p>" if len(rows) > len(shown) else ".</p>"
     return _section("layers", "Error per layer", _bar_chart(bars, unit="dB", chart_id="layer-plot") + note)
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from exporter.errors import OutputBusyError
 
 WORK_PREFIX = "exporter-work-"
 STALE_SECONDS = 60.0  # a folder younger than this may belong to a run that has not taken its lock yet

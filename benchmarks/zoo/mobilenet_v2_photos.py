@@ -8,7 +8,7 @@ Trained for EPOCHS epochs on 2,400 labelled crops; inputs use ImageNet normalisa
 from __future__ import annotations
 
 from .common import ZooModel
-from .training import photo_patches, train_classifier
+from .training import photo_patches, trained_classifier
 
 EPOCHS = 5
 SIZE = 96
@@ -23,18 +23,9 @@ def build() -> ZooModel:
     torch.manual_seed(0)
     split = photo_patches(SIZE, train=2400)
     model = mobilenet_v2(num_classes=18)
-    accuracy = train_classifier(model, split, epochs=EPOCHS, lr=3e-3)
-    return ZooModel(
-        name="mobilenet_v2_photos",
-        module=model,
-        input_names=("x",),
-        calib={"x": split.calib_x},
-        val={"x": split.val_x},
-        calib_labels=split.calib_y,
-        val_labels=split.val_y,
+    return trained_classifier(
+        "mobilenet_v2_photos", model, split, epochs=EPOCHS, lr=3e-3, trained_on="2,400 labelled photo crops",
         what="MobileNetV2 (torchvision shapes, ReLU6, depthwise, 2.25 M params), 3x96x96, 18 classes",
-        weights=f"trained in `benchmarks/zoo/mobilenet_v2_photos.py` ({EPOCHS} epochs, 2,400 labelled photo crops); "
-        f"val accuracy {accuracy:.3f}",
         output_kind="logits (18 classes: which bundled photo the crop is from)",
         model_class="samples.architectures:MobileNetV2",
         model_kwargs={"num_classes": 18},

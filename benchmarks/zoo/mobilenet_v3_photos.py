@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .common import ZooModel
-from .training import photo_patches, train_classifier
+from .training import photo_patches, trained_classifier
 
 EPOCHS = 5
 SIZE = 96
@@ -108,18 +108,9 @@ def build() -> ZooModel:
     torch.manual_seed(0)
     split = photo_patches(SIZE, train=2400)
     model = MobileNetV3Small(num_classes=18)
-    accuracy = train_classifier(model, split, epochs=EPOCHS, lr=3e-3)
-    return ZooModel(
-        name="mobilenet_v3_photos",
-        module=model,
-        input_names=("x",),
-        calib={"x": split.calib_x},
-        val={"x": split.val_x},
-        calib_labels=split.calib_y,
-        val_labels=split.val_y,
+    return trained_classifier(
+        "mobilenet_v3_photos", model, split, epochs=EPOCHS, lr=3e-3, trained_on="2,400 labelled photo crops",
         what="MobileNetV3-Small-shaped net (hard-swish, SE + hard-sigmoid, depthwise 3x3/5x5), 3x96x96, 18 classes",
-        weights=f"trained in `benchmarks/zoo/mobilenet_v3_photos.py` ({EPOCHS} epochs, 2,400 labelled photo crops); "
-        f"val accuracy {accuracy:.3f}",
         output_kind="logits (18 classes: which bundled photo the crop is from)",
         model_class="benchmarks.zoo.mobilenet_v3_photos:MobileNetV3Small",
         notes="real labels; ImageNet normalisation",

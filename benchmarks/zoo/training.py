@@ -122,3 +122,21 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
         pred = torch.cat([model(torch.from_numpy(x[i : i + 128])).argmax(-1) for i in range(0, len(x), 128)])
     return float((pred.numpy() == y).mean())
+
+
+def trained_classifier(name: str, model: nn.Module, split: Split, *, epochs: int, lr: float, trained_on: str,
+                       shift_augment: bool = False, **description):
+    """Train `model` on `split` and package it as a zoo entry with labelled calibration and validation inputs.
+
+    `trained_on` names the data in the index's weights column; `description` holds the remaining
+    `ZooModel` fields (what, output_kind, model_class, model_kwargs, notes).
+    """
+    from .common import ZooModel
+
+    accuracy = train_classifier(model, split, epochs=epochs, lr=lr, shift_augment=shift_augment)
+    return ZooModel(
+        name=name, module=model, input_names=("x",),
+        calib={"x": split.calib_x}, val={"x": split.val_x}, calib_labels=split.calib_y, val_labels=split.val_y,
+        weights=f"trained in `benchmarks/zoo/{name}.py` ({epochs} epochs on {trained_on}); val accuracy {accuracy:.3f}",
+        **description,
+    )

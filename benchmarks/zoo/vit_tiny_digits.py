@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .common import ZooModel
-from .training import digits, train_classifier
+from .training import digits, trained_classifier
 
 EPOCHS = 6
 SIZE = 32
@@ -69,18 +69,9 @@ def build() -> ZooModel:
     torch.manual_seed(0)
     split = digits(SIZE)
     model = VitTiny()
-    accuracy = train_classifier(model, split, epochs=EPOCHS, lr=2e-3, shift_augment=True)
-    return ZooModel(
-        name="vit_tiny_digits",
-        module=model,
-        input_names=("x",),
-        calib={"x": split.calib_x},
-        val={"x": split.val_x},
-        calib_labels=split.calib_y,
-        val_labels=split.val_y,
+    return trained_classifier(
+        "vit_tiny_digits", model, split, epochs=EPOCHS, lr=2e-3, shift_augment=True, trained_on="1,347 sklearn digits",
         what="ViT-Tiny-shaped encoder (dim 192, 3 heads, MLP 768, 6 pre-LN blocks, 17 tokens; 2.7 M params), 1x32x32",
-        weights=f"trained in `benchmarks/zoo/vit_tiny_digits.py` ({EPOCHS} epochs on 1,347 sklearn digits); "
-        f"val accuracy {accuracy:.3f}",
         output_kind="logits (10 digits)",
         model_class="benchmarks.zoo.vit_tiny_digits:VitTiny",
         notes="real labels; pixels in [0, 1]",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 from exporter.errors import PlanError
 from exporter.settings import CommandLineText, SettingTypeError, coerce

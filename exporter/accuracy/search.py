@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from exporter.accuracy.cache import CACHE_FILE, SearchCache, cache_key, load_cache, save_cache
+from exporter.accuracy.cache import CACHE_FILE, cache_key, load_cache, save_cache
 from exporter.accuracy.decision import (
     SLOWER_FLOOR_MS, SLOWER_MARGIN, Candidate, LayerDecision, accuracy_order, pick_final, slower_in_int8,
 )
@@ -41,7 +41,7 @@ from exporter.accuracy.latency import UnitTiming, attribute_kernels, measure_uni
 from exporter.accuracy.mixed import float_units, folded_activations
 from exporter.accuracy.ranking import rank_units
 from exporter.accuracy.trials import Evaluator, Trial, TrialRunner
-from exporter.accuracy.units import Unit, name_unnamed_nodes, quantized_units
+from exporter.accuracy.units import name_unnamed_nodes, quantized_units
 from exporter.progress import progress_bar
 
 log = logging.getLogger("exporter")
@@ -200,7 +200,6 @@ class _Search:
         self.notes: list[str] = []
         self.stop_reason = ""
         self.speed_set: list[str] = []
-        self.accuracy_set: list[str] = []
         self.cache_hit = {"timings": False, "errors": False}
 
     # -- driver
@@ -281,12 +280,9 @@ class _Search:
             else:
                 low = middle
         if passing is not None:
-            self.accuracy_set = order[:high]
             filled = fill_gaps([u.name for u in self.units], set(passing.float_units), GAP)
             if len(filled) > len(passing.float_units) and self._budget_left():
-                trial = self._trial(f"{high} most harmful layer(s) in float, int8 gaps of <= {GAP} filled", sorted(filled))
-                if trial.passed:
-                    self.accuracy_set = sorted(filled - set(self.speed_set))
+                self._trial(f"{high} most harmful layer(s) in float, int8 gaps of <= {GAP} filled", sorted(filled))
 
     # -- pieces
 
@@ -448,7 +444,7 @@ class _Search:
 
     def _decisions(self, best: Trial) -> list[LayerDecision]:
         floated = set(best.float_units)
-        speed, accuracy = set(self.speed_set), set(self.accuracy_set)
+        speed = set(self.speed_set)
         rows = []
         for unit in self.units:
             timing = self.timings.get(unit.name)
