@@ -30,6 +30,7 @@ from exporter.passes._graph import (
     matching,
     parse_assignments,
 )
+from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
 
@@ -105,6 +106,7 @@ class Prune(CompressionPass):
         plan = _plan(model, graph, config, notes)
         kept = {root: _select(scores, count, graph.spaces.groups[root]) for root, (scores, count) in plan.items()}
         changes = shrink(model, graph, kept)
+        record_pruned_outputs(model, graph, kept)  # lineage: which original channels each layer kept
         _check_runs(model, example, reference)
         skipped = [
             {"layer": layer, "reason": "; ".join(graph.spaces.reasons[root])}
