@@ -38,6 +38,7 @@ class ExportRun:
     work_dir: Path
     original: Any = None
     model_format: str = ""
+    program: Any = None  # the torch.export.ExportedProgram of a .pt2 file (None for other formats)
     model: Any = None
     input_names: list[str] = field(default_factory=list)
     specs: list[InputSpec] = field(default_factory=list)
@@ -155,6 +156,7 @@ def load_stage(run: ExportRun) -> None:
 
     loaded = load_model(run.plan.model)
     run.original, run.model_format, run.input_names = loaded.module, loaded.format, loaded.input_names
+    run.program = loaded.program
     run.model = run.original
 
 
@@ -219,10 +221,12 @@ def compress_stage(run: ExportRun) -> None:
     from exporter.passes import PASSES, PassContext
     from exporter.validate import compare_torch
 
+    example_inputs = tuple(torch.from_numpy(s.example(batch=2, seed=run.plan.data.seed)) for s in run.specs)
+    graph = pass_graph(run, example_inputs)
     ctx = PassContext(
-        example_inputs=tuple(torch.from_numpy(s.example(batch=2, seed=run.plan.data.seed)) for s in run.specs),
+        example_inputs=example_inputs,
         input_specs=run.specs,
-        teacher=run.original,
+        teacher=graph.teacher,
         calib=run.calib,
         val=run.val,
         seed=run.plan.data.seed,
@@ -231,13 +235,7 @@ def compress_stage(run: ExportRun) -> None:
         quantization=run.plan.target.quantization,
         batch_size=run.plan.data.batch_size,
     )
-    if run.model_format in ("torchscript", "exported_program"):
-        raise CompressionError(
-            f"compression passes need an ordinary nn.Module, but {run.plan.model.path} is a compiled "
-            f"{run.model_format.replace('_', ' ')} whose layers cannot be rebuilt: save a state dict and pass "
-            "--model-class, or a pickled module with --trust-pickle"
-        )
-    model = run.original
+    model = graph.student
     for step in run.plan.passes:
         model, record = PASSES.get(step.name)(step.config).run(model, ctx)
         record.metrics = compare_torch(model, run.reference)
@@ -246,6 +244,39 @@ def compress_stage(run: ExportRun) -> None:
     from exporter.validate import reference_outputs
 
     run.export_reference = reference_outputs(model, run.val, run.specs, run.plan.data.batch_size)
+
+
+@dataclass
+class PassGraph:
+    """The model the passes transform (`student`) and the untouched original they learn from (`teacher`)."""
+
+    student: Any
+    teacher: Any
+
+
+def pass_graph(run: ExportRun, example_inputs: tuple) -> PassGraph:
+    """The lifted `torch.export` graph of the user's model, which every compression pass works on.
+
+    A `.pt2` program is lifted as it is; an `nn.Module` is captured with `torch.export` first (if that
+    fails, the passes get the module itself and read it with `torch.fx`, and a warning says why).
+    A TorchScript file has no graph the passes can rebuild: one line says how to get a `.pt2`.
+    """
+    from exporter.program_graph import CaptureFailure, capture, lift
+
+    if run.model_format == "torchscript":
+        raise CompressionError(
+            f"{run.plan.model.path} is a TorchScript file, whose layers compression passes cannot rebuild: save a "
+            "torch.export program instead, torch.export.save(torch.export.export(model.eval(), example_args), "
+            "'model.pt2'), and pass that (or a state dict with --model-class)"
+        )
+    program = run.program
+    if program is None:
+        try:
+            program = capture(run.original, example_inputs)
+        except CaptureFailure as exc:
+            run.warnings.append(f"{exc}; the compression passes read the module with torch.fx instead")
+            return PassGraph(student=run.original, teacher=run.original)
+    return PassGraph(student=lift(program), teacher=lift(program))
 
 
 def export_stage(run: ExportRun) -> None:

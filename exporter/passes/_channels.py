@@ -60,8 +60,19 @@ _SPATIAL = {
 _RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
 _SIZED_RESHAPE = {"view", "reshape", "unflatten"}  # take sizes that may be hard-coded numbers
 _REDUCE = {"mean", "sum", "amax", "amin"}
-_QUERY = {"size", "dim", "numel", "getattr"}  # read a property; the result is not a channel tensor
+_QUERY = {"size", "dim", "numel", "getattr", "assert"}  # read a property; the result is not a channel tensor
 _TORCH_MODULES = ("torch", "torch.nn.functional", "torch.functional", "_operator", "operator", "builtins")
+_ATEN_NAMES = {
+    "_to_copy": "to", "alias": "clone", "lift_fresh_copy": "clone", "_unsafe_view": "view",
+    "constant_pad_nd": "pad", "sym_size": "size", "sym_numel": "numel", "sym_stride": "size",
+    "split_with_sizes": "split", "unsafe_split": "split", "_softmax": "softmax", "_log_softmax": "log_softmax",
+    "upsample_nearest1d": "interpolate", "upsample_nearest2d": "interpolate", "upsample_nearest3d": "interpolate",
+    "upsample_bilinear2d": "interpolate", "upsample_linear1d": "interpolate", "upsample_bicubic2d": "interpolate",
+    "upsample_trilinear3d": "interpolate", "clamp_min": "clamp", "clamp_max": "clamp", "relu6": "relu6",
+    "_assert_tensor_metadata": "assert", "_assert_scalar": "assert", "sym_constrain_range_for_size": "assert",
+    "rsub": "sub",
+}  # fmt: skip
+"""aten operator names (as in a torch.export graph) that mean the same as a name the rules know."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,16 @@ class ChannelGraph:
     producers: dict[str, int]
     outputs: dict[str, Layout]
     inputs: dict[str, Layout]
+    sized_reshapes: list[SizedReshape] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SizedReshape:
+    """A reshape in an editable graph whose hard-coded size at `position` counts the channels of `layout`."""
+
+    node: fx.Node
+    position: int
+    layout: Layout
 
 
 def analyze(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ChannelGraph:
@@ -163,11 +184,11 @@ def analyze(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Chann
     Raises `exporter.passes._graph.TraceFailure` if the model cannot be traced.
     """
     graph_module = trace(model, example_inputs)
-    return _Analyzer(graph_module).run()
+    return _Analyzer(graph_module, editable=graph_module is model).run()
 
 
 class _Analyzer:
-    def __init__(self, graph_module: fx.GraphModule) -> None:
+    def __init__(self, graph_module: fx.GraphModule, editable: bool = False) -> None:
         self.gm = graph_module
         self.modules = dict(graph_module.named_modules())
         self.calls = call_counts(graph_module.graph)
@@ -175,6 +196,7 @@ class _Analyzer:
         self.result = ChannelGraph(self.spaces, {}, {}, {})
         self.layouts: dict[fx.Node, Any] = {}
         self.shared: set[str] = set()
+        self.editable = editable  # the graph is the model's own: hard-coded reshape sizes can be rewritten
 
     def run(self) -> ChannelGraph:
         for node in self.gm.graph.nodes:
@@ -323,6 +345,12 @@ class _Analyzer:
             return self.softmax(node, x, _arg(node, 1, "dim", None))
         if op in ("permute", "transpose"):
             return self.permute(node, x, op)
+        if op == "t":
+            return x.at(1 - x.dim) if x is not None and len(shape_of(node) or ()) == 2 else x
+        if op == "slice":
+            return self.slice(node, x)
+        if op == "select":
+            return self.select(node, x)
         if op in ("cat", "concat", "concatenate"):
             return self.cat(node)
         if op in ("chunk", "split"):
@@ -382,8 +410,10 @@ class _Analyzer:
         if sizes is not None and moved.dim < len(sizes):
             fixed = sizes[moved.dim]
             if isinstance(fixed, int) and fixed != -1:
-                self.block(x, f"'{node.name}' reshapes with the hard-coded channel size {fixed}")
-                return None
+                if not self.editable or _op_name(node) not in ("view", "reshape") or len(node.args) != 2:
+                    self.block(x, f"'{node.name}' reshapes with the hard-coded channel size {fixed}")
+                    return None
+                self.result.sized_reshapes.append(SizedReshape(node, moved.dim, moved))
         return moved
 
     def expand(self, node: fx.Node, x: Layout | None, sizes: list[Any] | None) -> Layout | None:
@@ -500,6 +530,32 @@ class _Analyzer:
             return None
         return carried.at(moved)
 
+    def slice(self, node: fx.Node, x: Layout | None) -> Layout | None:
+        """aten.slice(x, dim, start, end, step): fine along other axes, or when it keeps every channel."""
+        in_shape = shape_of(node.args[0]) if node.args else None
+        if x is None or in_shape is None:
+            return x
+        dim = _arg(node, 1, "dim", 0) % len(in_shape)
+        if dim != x.dim:
+            return x
+        start, end, step = _arg(node, 2, "start", None), _arg(node, 3, "end", None), _arg(node, 4, "step", 1)
+        whole = start in (None, 0) and (end is None or (isinstance(end, int) and end >= in_shape[dim])) and step == 1
+        if not whole:
+            self.block(x, f"'{node.name}' slices its channels")
+            return None
+        return x
+
+    def select(self, node: fx.Node, x: Layout | None) -> Layout | None:
+        """aten.select(x, dim, index): drops axis `dim`, which must not be the channel axis."""
+        in_shape = shape_of(node.args[0]) if node.args else None
+        if x is None or in_shape is None:
+            return x
+        dim = _arg(node, 1, "dim", 0) % len(in_shape)
+        if dim == x.dim:
+            self.block(x, f"'{node.name}' picks one of its channels")
+            return None
+        return x.at(x.dim - (dim < x.dim))
+
     def pad(self, node: fx.Node, x: Layout | None) -> Layout | None:
         widths = _arg(node, 1, "pad", ())
         rank = len(shape_of(node) or ())
@@ -514,9 +570,12 @@ class _Analyzer:
 
 
 def _op_name(node: fx.Node) -> str | None:
-    """The name of a torch / operator function or tensor method; None for user-defined functions."""
+    """The name of a torch / operator function, aten operator or tensor method; None for user-defined functions."""
     if node.op == "call_method":
         return str(node.target)
+    if isinstance(node.target, torch._ops.OpOverload):
+        name = node.target._overloadpacket.__name__
+        return _ATEN_NAMES.get(name, name)
     module = getattr(node.target, "__module__", None) or ""
     name = getattr(node.target, "__name__", None)
     if module in _TORCH_MODULES and name:

@@ -1,9 +1,11 @@
 """Helpers the passes share: tracing a model with shapes, naming layers, and pattern settings.
 
-Passes read the structure of a model from a `torch.fx` symbolic trace of the model itself, with
-every node's output shape filled in by running the example inputs through the traced graph. The
-trace is only read: passes change the user's own modules (found by their qualified names), so the
-result stays an ordinary instance of the user's class.
+Passes read the structure of a model from its graph, with every node's output shape filled in by
+running the example inputs through it. In the pipeline the model is the lifted `torch.export`
+program (`exporter.program_graph.lift`), an `fx.GraphModule` whose graph is read as it is and may
+be edited by a pass (e.g. a hard-coded reshape size after pruning). Any other `nn.Module` is traced
+with `torch.fx` symbolic tracing, and that trace is only read: passes change the model's own
+modules, found by their qualified names.
 """
 
 from __future__ import annotations
@@ -23,15 +25,20 @@ class TraceFailure(Exception):
 
 
 def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
-    """Symbolically trace `model` and record each node's output shape from `example_inputs`.
+    """The graph of `model` with each node's output shape recorded from `example_inputs`.
 
+    An `fx.GraphModule` (the lifted program) is its own graph: the model itself is returned, so edits
+    to its graph change the model (call `recompile()` after). Any other module is symbolically traced.
     Raises `TraceFailure` (one line) when the model has data-dependent control flow or any other
-    construct `torch.fx` cannot follow, or when the traced graph fails on the example inputs.
+    construct `torch.fx` cannot follow, or when the graph fails on the example inputs.
     """
-    try:
-        graph_module = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
-        raise TraceFailure(f"torch.fx could not trace the model: {_first_line(exc)}") from None
+    if isinstance(model, fx.GraphModule):
+        graph_module = model
+    else:
+        try:
+            graph_module = fx.symbolic_trace(model)
+        except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
+            raise TraceFailure(f"torch.fx could not trace the model: {_first_line(exc)}") from None
     try:
         with torch.no_grad():
             ShapeProp(graph_module).propagate(*example_inputs)

@@ -3,7 +3,8 @@
 Each layer loses rows of its weight (output channels: Conv/Linear producers, BatchNorm, depthwise
 convs) and columns (input channels: Conv/Linear consumers) according to the layouts found by
 `_channels.analyze`. Grouped convs keep their group count: each group keeps its own input columns.
-The result is the same module classes with smaller tensors and updated size attributes.
+The result is the same module classes with smaller tensors and updated size attributes; in an
+editable graph (the lifted program), hard-coded reshape sizes that count pruned channels are updated.
 """
 
 from __future__ import annotations
@@ -53,7 +54,24 @@ def shrink(model: nn.Module, graph: ChannelGraph, kept: dict[int, torch.Tensor])
         row: dict[str, Any] = {"layer": name, "type": type(module).__name__}
         row.update({key: [before[key], after[key]] for key in before if before[key] != after[key]})
         changes.append(row)
+    _resize_reshapes(model, graph, kept)
     return changes
+
+
+def _resize_reshapes(model: nn.Module, graph: ChannelGraph, kept: dict[int, torch.Tensor]) -> None:
+    """Write the new channel counts into the hard-coded sizes of the graph's reshapes."""
+    edited = False
+    for reshape in graph.sized_reshapes:
+        survivors = positions(reshape.layout, kept, graph.spaces)
+        if survivors is None:
+            continue
+        source, sizes = reshape.node.args
+        sizes = list(sizes)
+        sizes[reshape.position] = len(survivors)
+        reshape.node.args = (source, sizes)
+        edited = True
+    if edited:
+        model.recompile()
 
 
 def _cut(module: nn.Module, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> None:
