@@ -32,6 +32,8 @@ from exporter.passes._graph import (
 )
 from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
+from exporter.passes.layer_cost import CostModel, Precision, make_cost_model
+from exporter.passes.speed_goal import SpeedGoal, plan_for_speed
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
 
 
@@ -42,7 +44,25 @@ class PruneConfig(PassConfig):
     ratio: float = setting(
         0.5,
         "fraction of output channels to remove, in [0, 1): from every prunable layer (scope=local) "
-        "or from all of them together (scope=global)",
+        "or from all of them together (scope=global); not used when speedup or latency_ms is set",
+    )
+    speedup: float | None = setting(
+        None,
+        "speed goal instead of a ratio: the pruned model, in the target's precision (int8 for cpu-int8), must be "
+        "this many times faster than the ORIGINAL FLOAT model at batch 1 by the cost model's estimate (> 1; "
+        "with cost=macs: this many times fewer MACs); per-group channel counts are chosen NetAdapt-style",
+        enables_pass=True,
+    )
+    latency_ms: float | None = setting(
+        None,
+        "speed goal as a budget: estimated batch-1 latency of the pruned model in the target's precision, in ms "
+        "on this CPU (cost=int8-latency only)",
+        enables_pass=True,
+    )
+    cost: Literal["int8-latency", "macs"] = setting(
+        "int8-latency",
+        "cost model of a speed goal: int8-latency (each layer's kernel time at a few channel counts, measured "
+        "on this CPU with onnxruntime, float and quantized; cached in ~/.cache/exporter) or macs (from shapes)",
     )
     importance: Literal["l1", "l2", "bn_scale"] = setting(
         "l1", "how channels are ranked: l1 or l2 norm of each filter, or bn_scale (|gamma| of the BatchNorm after it)"
@@ -61,7 +81,9 @@ class PruneConfig(PassConfig):
         "layers producing the model output, such as the classifier head, are always kept",
     )
     round_to: int = setting(
-        1, "keep every pruned layer's channel count a multiple of this; 8 keeps onnxruntime's int8 convs on fast paths"
+        1,
+        "keep every pruned layer's channel count a multiple of this; 8 keeps onnxruntime's int8 convs on fast "
+        "paths (with a speed goal, 1 means 8)",
     )
 
     def validate(self) -> None:
@@ -71,6 +93,21 @@ class PruneConfig(PassConfig):
         if self.round_to < 1:
             raise PlanError(f"bad prune round_to {self.round_to}: expected an integer >= 1")
         parse_assignments(self.layer_ratios, "prune layer_ratios", 0.0, 1.0)
+        if self.speedup is not None and self.latency_ms is not None:
+            raise PlanError("prune speedup and latency_ms are two ways to set one goal: give only one")
+        if self.speedup is not None and not self.speedup > 1.0:
+            raise PlanError(f"bad prune speedup {self.speedup}: expected a factor > 1, e.g. 3 for 3x faster than float")
+        if self.latency_ms is not None and not self.latency_ms > 0.0:
+            raise PlanError(f"bad prune latency_ms {self.latency_ms}: expected a positive budget in milliseconds")
+        if self.latency_ms is not None and self.cost != "int8-latency":
+            raise PlanError("prune latency_ms needs cost int8-latency (a budget in ms needs measured latencies)")
+
+    @property
+    def speed_goal(self) -> SpeedGoal | None:
+        """The speed goal, when `speedup` or `latency_ms` is set."""
+        if self.speedup is None and self.latency_ms is None:
+            return None
+        return SpeedGoal(speedup=self.speedup, latency_ms=self.latency_ms)
 
 
 @register_pass
@@ -82,6 +119,11 @@ class Prune(CompressionPass):
     order = 20
     shorthand = "ratio"
     summary_line = "structured channel pruning: smaller tensors, fewer MACs"
+
+    def __init__(self, config: PruneConfig, cost_model: CostModel | None = None) -> None:
+        """`cost_model` replaces the one `config.cost` names (tests inject a fixed table)."""
+        super().__init__(config)
+        self.cost_model = cost_model
 
     def apply(self, model: nn.Module, ctx: PassContext) -> PassResult:
         """Analyse channel dependencies, pick channels per group, cut them, and check the model still runs."""
@@ -103,7 +145,8 @@ class Prune(CompressionPass):
         with torch.no_grad():
             reference = _shapes(model(*example))
         notes: list[str] = []
-        plan = _plan(model, graph, config, notes)
+        speed = _SpeedInputs(example, self._cost_model(ctx), _precision(ctx), {})
+        plan = _plan(model, graph, config, notes, speed)
         kept = {root: _select(scores, count, graph.spaces.groups[root]) for root, (scores, count) in plan.items()}
         changes = shrink(model, graph, kept)
         record_pruned_outputs(model, graph, kept)  # lineage: which original channels each layer kept
@@ -122,12 +165,35 @@ class Prune(CompressionPass):
             "groups_kept_whole": sum(1 for r in roots if graph.spaces.reasons[r]),
             "channels_before": before,
             "channels_after": before - sum(graph.spaces.size[r] - len(k) for r, k in kept.items()),
+            **speed.summary,
         }
         return PassResult(model, changes=changes, skipped=skipped, notes=notes, summary=summary)
 
 
+    def _cost_model(self, ctx: PassContext) -> CostModel | None:
+        if self.config.speed_goal is None:
+            return None
+        return self.cost_model or make_cost_model(self.config.cost, ctx.quantization)
+
+
+@dataclass
+class _SpeedInputs:
+    """What a speed goal needs besides the config; `summary` receives the allocation's figures."""
+
+    example: tuple[torch.Tensor, ...]
+    cost_model: CostModel | None
+    precision: Precision
+    summary: dict[str, Any]
+
+
+def _precision(ctx: PassContext) -> Precision:
+    """The precision the pruned model will run in: int8 for a static-int8 target (or outside the pipeline)."""
+    scheme = ctx.quantization
+    return "int8" if scheme is None or scheme.mode == "static" else "float"
+
+
 def _plan(
-    model: nn.Module, graph: ChannelGraph, config: PruneConfig, notes: list[str]
+    model: nn.Module, graph: ChannelGraph, config: PruneConfig, notes: list[str], speed: _SpeedInputs
 ) -> dict[int, tuple[torch.Tensor, int]]:
     """For each group to prune: its channel importances and how many channels it keeps."""
     spaces = graph.spaces
@@ -146,12 +212,12 @@ def _plan(
         override = next((r for p, r in layer_ratios if matching(spaces.producers[root], p)), None)
         if override is not None:
             ratios[root] = override
-        elif config.scope == "global":
+        elif config.scope == "global" or config.speed_goal is not None:
             pooled.append(root)
         else:
             ratios[root] = config.ratio
     scores = {root: _importance(model, graph, root, config.importance, notes) for root in [*ratios, *pooled]}
-    if pooled:
+    if pooled and config.speed_goal is None:
         ratios.update(_global_ratios({r: scores[r] for r in pooled}, config.ratio))
     plan = {}
     for root, ratio in ratios.items():
@@ -162,6 +228,17 @@ def _plan(
         keep = max(step, round((size - remove) / step) * step)
         if keep < size:
             plan[root] = (scores[root], keep)
+    goal = config.speed_goal
+    if goal is not None and speed.cost_model is not None:
+        step = 8 if config.round_to == 1 else config.round_to
+        allocation = plan_for_speed(
+            model, speed.example, graph, {r: scores[r] for r in pooled},
+            {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
+            goal, speed.cost_model, speed.precision,
+        )  # fmt: skip
+        plan.update({root: (scores[root], keep) for root, keep in allocation.keep.items()})
+        speed.summary.update(allocation.summary())
+        notes += allocation.notes()
     return plan
 
 

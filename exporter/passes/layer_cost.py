@@ -1,0 +1,466 @@
+"""What a Conv/Linear layer costs at a given channel count: the cost models behind `prune --prune-speedup`.
+
+A cost model answers `cost(layer, in_channels, out_channels, precision)` for one layer of the model
+(`LayerShape`: its kind, sizes and the batch-1 input shape it really gets) resized to other channel
+counts, in float or int8. Registered models (`COST_MODELS`, one class each; add the next one here):
+
+- `macs`: multiply-accumulates from the shapes, deterministic; precision does not change the figure.
+- `int8-latency`: batch-1 kernel time in milliseconds measured on THIS CPU with onnxruntime. For every
+  distinct layer signature, a one-layer ONNX model is built at the layer's real input shape for a
+  handful of channel counts (the dimensions that can shrink, at about 1/8, 1/4, 1/2, 3/4 and all of
+  the full count), quantized QDQ U8S8 per-channel with onnxruntime's `quantize_static` (the target's
+  scheme, cpu-int8's by default), and profiled at one intra-op thread; only the layer's own kernel
+  counts (QLinearConv, Conv...), not the Quantize/Dequantize/Transpose/Reorder nodes at the edges of
+  the one-layer model, which a whole int8 model does not run between its layers. A layer whose
+  input and output both shrink is costed as `T(full, out) * T(in, full) / T(full, full)` (each
+  factor interpolated linearly between the measured counts, made monotone), so a pointwise conv
+  needs 9 int8 measurements, a depthwise conv 5; the float kernel is measured at full size (the
+  original model's cost), and at the other counts only when the candidate will stay float.
+  Measurements are cached per CPU model, onnxruntime version and quantization scheme in
+  `$EXPORTER_CACHE_DIR` (default `~/.cache/exporter`), `layer-latency-<key>.json`.
+
+Neither model sees activations, additions, pooling or the per-node dispatch overhead: the figure is
+the cost of the weight layers, which is what pruning changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from exporter.registry import Registry
+
+Precision = Literal["float", "int8"]
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+"""Where the `int8-latency` model measures a dimension that can shrink, as fractions of its full size."""
+_EDGE_OPS = {"QuantizeLinear", "DequantizeLinear", "Transpose", "ReorderInput", "ReorderOutput", "Identity"}
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One Conv/Linear call of the model at batch 1: sizes, geometry and the input/output shapes it saw.
+
+    `in_channels` is the input feature count for a Linear. A depthwise conv (groups == in_channels > 1)
+    stays depthwise when resized.
+    """
+
+    name: str
+    kind: Literal["conv", "linear"]
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    bias: bool
+
+    @property
+    def depthwise(self) -> bool:
+        """True for a depthwise conv: each output channel reads one input channel."""
+        return self.kind == "conv" and self.groups == self.in_channels and self.groups > 1
+
+    def resized(self, in_channels: int, out_channels: int) -> LayerShape:
+        """The same layer with other channel counts (a depthwise conv keeps groups == in_channels)."""
+        groups = in_channels if self.depthwise else self.groups
+        shape_in = (*self.input_shape[:1], in_channels, *self.input_shape[2:])
+        shape_out = (*self.output_shape[:1], out_channels, *self.output_shape[2:])
+        if self.kind == "linear":
+            shape_in = (*self.input_shape[:-1], in_channels)
+            shape_out = (*self.output_shape[:-1], out_channels)
+        return replace(
+            self, in_channels=in_channels, out_channels=out_channels, groups=groups,
+            input_shape=shape_in, output_shape=shape_out,
+        )  # fmt: skip
+
+    def macs(self) -> int:
+        """Multiply-accumulates of this call (batch 1)."""
+        if self.kind == "linear":
+            return self.in_channels * math.prod(self.output_shape)
+        return (self.in_channels // self.groups) * math.prod(self.kernel) * math.prod(self.output_shape)
+
+    def signature(self) -> str:
+        """Everything that decides the kernel's speed except the name: the cache key of a measurement."""
+        geometry = f"k{self.kernel}s{self.stride}p{self.padding}d{self.dilation}g{'dw' if self.depthwise else self.groups}"
+        return f"{self.kind}:{self.in_channels}->{self.out_channels}:{geometry}:in{self.input_shape}:b{int(self.bias)}"
+
+
+def layer_shapes(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> dict[str, LayerShape]:
+    """The `LayerShape` of every Conv/Linear the model calls on `example_inputs` (batch 1), by module name.
+
+    Found with forward hooks, so it works on any module tree, including a lifted `fx.GraphModule`.
+    A layer called more than once keeps its first call.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    found: dict[str, LayerShape] = {}
+
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        name = names.get(module, "")
+        if name in found or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        if not isinstance(output, torch.Tensor):
+            return
+        found[name] = _shape_of(name, module, tuple(inputs[0].shape), tuple(output.shape))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(*[x[:1] for x in example_inputs])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _shape_of(name: str, module: nn.Module, shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> LayerShape:
+    if isinstance(module, nn.Linear):
+        return LayerShape(
+            name, "linear", module.in_features, module.out_features, 1, (), (), (), (),
+            shape_in, shape_out, module.bias is not None,
+        )  # fmt: skip
+    padding = module.padding
+    if isinstance(padding, str):  # 'same' / 'valid'
+        padding = tuple(d * (k - 1) // 2 if padding == "same" else 0 for k, d in zip(module.kernel_size, module.dilation))
+    return LayerShape(
+        name, "conv", module.in_channels, module.out_channels, module.groups, tuple(module.kernel_size),
+        tuple(module.stride), tuple(padding), tuple(module.dilation), shape_in, shape_out, module.bias is not None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Resizing:
+    """A layer and which of its channel dimensions the allocator may shrink."""
+
+    layer: LayerShape
+    in_varies: bool
+    out_varies: bool
+
+
+class CostModel(ABC):
+    """Cost of a layer at other channel counts. `prepare` may measure; `cost` must then be cheap."""
+
+    name: ClassVar[str]
+    unit: ClassVar[str]
+
+    def prepare(self, resizings: list[Resizing], precisions: set[str]) -> None:
+        """Get ready to answer for these layers and counts in these precisions (default: nothing to do)."""
+
+    @abstractmethod
+    def cost(self, layer: LayerShape, in_channels: int, out_channels: int, precision: Precision) -> float:
+        """The cost of `layer` resized to (`in_channels`, `out_channels`) in `precision`."""
+
+
+COST_MODELS: Registry[type[CostModel]] = Registry("prune cost model")
+
+
+@COST_MODELS.register("macs")
+class MacsCost(CostModel):
+    """Multiply-accumulates of the resized layer; the same in float and int8."""
+
+    name = "macs"
+    unit = "MACs"
+
+    def cost(self, layer: LayerShape, in_channels: int, out_channels: int, precision: Precision) -> float:
+        """MACs of `layer` at these channel counts."""
+        return float(layer.resized(in_channels, out_channels).macs())
+
+
+@COST_MODELS.register("int8-latency")
+class MeasuredLatencyCost(CostModel):
+    """Kernel milliseconds at batch 1 on this CPU, measured with onnxruntime (see the module docstring)."""
+
+    name = "int8-latency"
+    unit = "ms"
+
+    def __init__(self, scheme: Any = None, cache_dir: Path | None = None, runs: int = 30) -> None:
+        from targets.profile import QuantScheme
+
+        self.scheme = scheme if scheme is not None and scheme.mode == "static" else QuantScheme(mode="static")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.runs = runs
+        self.table: dict[str, float] = {}
+        self.measured = 0
+        self.cache_path = self.cache_dir / f"layer-latency-{self._cache_key()}.json"
+
+    def _cache_key(self) -> str:
+        import onnxruntime as ort
+
+        s = self.scheme
+        parts = [
+            cpu_model(), ort.__version__, s.format, str(s.per_channel), s.activation_type, s.weight_type,
+            str(s.activation_symmetric), str(s.weight_symmetric), str(s.reduce_range), "threads=1",
+        ]  # fmt: skip
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def prepare(self, resizings: list[Resizing], precisions: set[str]) -> None:
+        """Measure every (layer signature, counts, precision) point not in the cache, then save the cache."""
+        from exporter.progress import progress_bar
+
+        self.table = _read_cache(self.cache_path)
+        todo: dict[str, tuple[LayerShape, Precision]] = {}
+        for r in resizings:
+            for variant, precision in _points(r, precisions):
+                key = _key(variant, precision)
+                if key not in self.table:
+                    todo.setdefault(key, (variant, precision))
+        if not todo:
+            return
+        bar = progress_bar("measuring layer latency", total=len(todo), unit="layer")
+        try:
+            with tempfile.TemporaryDirectory(prefix="exporter-layer-cost-") as scratch:
+                for key, (variant, precision) in todo.items():
+                    self.table[key] = measure_layer_ms(variant, precision, self.scheme, Path(scratch), self.runs)
+                    self.measured += 1
+                    bar.update(1)
+        finally:
+            bar.close()
+        _write_cache(self.cache_path, self.table)
+
+    def cost(self, layer: LayerShape, in_channels: int, out_channels: int, precision: Precision) -> float:
+        """Interpolated kernel ms of `layer` at these counts (separable in input and output counts)."""
+        full_in, full_out = layer.in_channels, layer.out_channels
+        if layer.depthwise:
+            return self._along(layer, precision, "both", in_channels)
+        full = self._point(layer, full_in, full_out, precision)
+        by_out = self._along(layer, precision, "out", out_channels) if out_channels != full_out else full
+        by_in = self._along(layer, precision, "in", in_channels) if in_channels != full_in else full
+        return by_out * by_in / full if full > 0 else 0.0
+
+    def _point(self, layer: LayerShape, in_channels: int, out_channels: int, precision: Precision) -> float:
+        key = _key(_variant(layer, in_channels, out_channels), precision)
+        if key not in self.table:
+            raise KeyError(f"no measurement for {key}: call prepare() with this layer and count first")
+        return self.table[key]
+
+    def _along(self, layer: LayerShape, precision: Precision, axis: str, count: int) -> float:
+        """Linear interpolation over the measured counts of one axis, made monotone (more channels never cheaper)."""
+        full = layer.in_channels if axis in ("in", "both") else layer.out_channels
+        known: list[tuple[int, float]] = []
+        for c in candidate_counts(full):
+            i, o = (c, full_out_for(layer, c)) if axis == "both" else (c, layer.out_channels) if axis == "in" else (layer.in_channels, c)
+            key = _key(_variant(layer, i, o), precision)
+            if key in self.table:
+                known.append((c, self.table[key]))
+        if not known:
+            raise KeyError(f"no measurements for {layer.name} along {axis}: call prepare() first")
+        counts = np.array([c for c, _ in known], dtype=float)
+        times = np.maximum.accumulate(np.array([t for _, t in known]))
+        if count <= counts[0]:
+            return float(times[0] * count / counts[0])
+        return float(np.interp(count, counts, times))
+
+
+def full_out_for(layer: LayerShape, in_channels: int) -> int:
+    """The output count of a depthwise conv with `in_channels` inputs (its channel multiplier kept)."""
+    return in_channels * (layer.out_channels // layer.in_channels)
+
+
+def candidate_counts(full: int) -> list[int]:
+    """The counts a dimension of size `full` is measured at: `FRACTIONS` of it, multiples of 8 when it allows."""
+    counts = set()
+    for f in FRACTIONS:
+        c = max(1, round(full * f))
+        if full >= 16:
+            c = max(8, round(c / 8) * 8)
+        counts.add(min(c, full))
+    return sorted(counts)
+
+
+def _points(r: Resizing, precisions: set[str]) -> list[tuple[LayerShape, Precision]]:
+    layer = r.layer
+    full_in, full_out = layer.in_channels, layer.out_channels
+    shapes: set[tuple[int, int]] = {(full_in, full_out)}
+    if layer.depthwise:
+        if r.in_varies or r.out_varies:
+            shapes |= {(c, full_out_for(layer, c)) for c in candidate_counts(full_in)}
+    else:
+        if r.out_varies:
+            shapes |= {(full_in, c) for c in candidate_counts(full_out)}
+        if r.in_varies:
+            shapes |= {(c, full_out) for c in candidate_counts(full_in)}
+    points: list[tuple[LayerShape, Precision]] = []
+    for i, o in sorted(shapes):
+        for precision in ("float", "int8"):
+            # The float kernel at full size is the original model's cost; other float counts only when needed.
+            if precision in precisions or (precision == "float" and (i, o) == (full_in, full_out)):
+                points.append((_variant(layer, i, o), precision))
+    return points
+
+
+def _variant(layer: LayerShape, in_channels: int, out_channels: int) -> LayerShape:
+    return layer.resized(in_channels, out_channels)
+
+
+def _key(layer: LayerShape, precision: str) -> str:
+    return f"{layer.signature()}|{precision}"
+
+
+def measure_layer_ms(layer: LayerShape, precision: Precision, scheme: Any, scratch: Path, runs: int = 30) -> float:
+    """Median batch-1 kernel ms of `layer` alone, float or quantized QDQ with `quantize_static` and `scheme`."""
+    import onnx
+
+    model, feed = _one_layer_onnx(layer)
+    stem = scratch / f"layer{len(list(scratch.iterdir()))}"
+    float_path = stem.with_suffix(".float.onnx")
+    onnx.save(model, float_path)
+    path = float_path
+    if precision == "int8":
+        path = stem.with_suffix(".int8.onnx")
+        _quantize(float_path, path, feed, scheme)
+    return _profiled_kernel_ms(path, feed, runs)
+
+
+def _one_layer_onnx(layer: LayerShape) -> tuple[Any, dict[str, np.ndarray]]:
+    """A float ONNX model holding just `layer` (random weights), and a random batch-1 input for it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(layer.input_shape).astype(np.float32)
+    inits, nodes = [], []
+    if layer.kind == "conv":
+        w = rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups, *layer.kernel)) * 0.1
+        inits.append(numpy_helper.from_array(w.astype(np.float32), "w"))
+        inputs = ["x", "w"]
+        if layer.bias:
+            inits.append(numpy_helper.from_array(np.zeros(layer.out_channels, np.float32), "b"))
+            inputs.append("b")
+        nodes.append(
+            helper.make_node(
+                "Conv", inputs, ["y"], name="layer", kernel_shape=list(layer.kernel), strides=list(layer.stride),
+                pads=[*layer.padding, *layer.padding], dilations=list(layer.dilation), group=layer.groups,
+            )  # fmt: skip
+        )
+    else:
+        w = rng.standard_normal((layer.out_channels, layer.in_channels)) * 0.1
+        inits.append(numpy_helper.from_array(w.astype(np.float32), "w"))
+        b = np.zeros(layer.out_channels, np.float32)
+        if len(layer.input_shape) == 2:
+            inputs = ["x", "w"] + (["b"] if layer.bias else [])
+            nodes.append(helper.make_node("Gemm", inputs, ["y"], name="layer", transB=1))
+        else:
+            inits[0] = numpy_helper.from_array(w.T.astype(np.float32).copy(), "w")
+            out = "y" if not layer.bias else "mm"
+            nodes.append(helper.make_node("MatMul", ["x", "w"], [out], name="layer"))
+            if layer.bias:
+                nodes.append(helper.make_node("Add", ["mm", "b"], ["y"], name="layer_bias"))
+        if layer.bias:
+            inits.append(numpy_helper.from_array(b, "b"))
+    graph = helper.make_graph(
+        nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(layer.input_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model, {"x": x}
+
+
+class _OneBatch:
+    """A `CalibrationDataReader` giving one batch."""
+
+    def __init__(self, feed: dict[str, np.ndarray]) -> None:
+        self.items = [feed]
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return self.items.pop() if self.items else None
+
+
+def _quantize(float_path: Path, out_path: Path, feed: dict[str, np.ndarray], scheme: Any) -> None:
+    from onnxruntime.quantization import quantize_static
+
+    from exporter.quantizers.static import ort_static_arguments
+    from exporter.quiet import quiet_onnxruntime
+
+    args = ort_static_arguments(scheme)
+    with quiet_onnxruntime():
+        quantize_static(str(float_path), str(out_path), _OneBatch(feed), **args.quantize)
+
+
+def _profiled_kernel_ms(path: Path, feed: dict[str, np.ndarray], runs: int, warmup: int = 3) -> float:
+    """Median per-run sum of the kernels of `path` other than edge conversions, at one intra-op thread."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="exporter-profile-") as scratch:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    per_kernel: dict[str, list[float]] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        if event.get("args", {}).get("op_name") in _EDGE_OPS:
+            continue
+        per_kernel.setdefault(event["name"], []).append(event["dur"] / 1000.0)
+    if not per_kernel:
+        return 0.0
+    return sum(statistics.median(times[warmup:] or times) for times in per_kernel.values())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), for the cache key."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_cache_dir() -> Path:
+    """`$EXPORTER_CACHE_DIR`, else `$XDG_CACHE_HOME/exporter`, else `~/.cache/exporter`."""
+    if os.environ.get("EXPORTER_CACHE_DIR"):
+        return Path(os.environ["EXPORTER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "exporter"
+
+
+def _read_cache(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    table = data.get("kernel_ms") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        return {}
+    return {k: float(v) for k, v in table.items() if isinstance(v, (int, float)) and v >= 0}
+
+
+def _write_cache(path: Path, table: dict[str, float]) -> None:
+    """Write atomically (another run may read it); a cache that cannot be written is just not kept."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"cpu": cpu_model(), "kernel_ms": table}, indent=0, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def make_cost_model(name: str, scheme: Any = None) -> CostModel:
+    """The registered cost model called `name`; `scheme` is the target's quantization (int8-latency)."""
+    cls = COST_MODELS.get(name)
+    return cls(scheme=scheme) if cls is MeasuredLatencyCost else cls()

@@ -1,0 +1,311 @@
+"""Per-group channel counts that meet a speed goal: NetAdapt-style greedy allocation over a cost model.
+
+The goal is a speedup over the ORIGINAL FLOAT model (`speedup`: estimated cost of the pruned model in
+the deployed precision <= estimated float cost of the original / speedup) or an absolute budget
+(`latency_ms`: estimated batch-1 cost in the deployed precision <= the budget, int8-latency only).
+The cost of the model is the sum of its Conv/Linear layers' costs (`layer_cost`), each layer's
+input and output channel counts following the channel groups of `_channels.analyze`.
+
+The rule, one step at a time, until the estimated cost meets the goal: every prunable group may
+lose one rounding step of channels (its least important ones, not below its floor); the group whose
+step saves the most estimated cost per unit of importance lost is shrunk. Importances are
+normalised per group (divided by the group's mean), so one average channel costs 1 everywhere.
+Shrinking a group changes every layer that writes or reads it (an expansion conv, the depthwise conv
+after it, the projection reading it), so the saving a step buys is the change of all of them.
+If no group can shrink further, the goal is reported as not reached, with the best estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from exporter.passes._channels import ChannelGraph, Layout
+from exporter.passes.layer_cost import CostModel, LayerShape, Precision, Resizing
+
+MIN_KEEP_FRACTION = 1 / 8
+"""A group never keeps fewer than this fraction of its channels (rounded up to its step)."""
+
+
+@dataclass(frozen=True)
+class SpeedGoal:
+    """What the allocation must reach: a speedup over the float original, or a latency budget in ms."""
+
+    speedup: float | None = None
+    latency_ms: float | None = None
+
+    def target(self, original_float_cost: float) -> float:
+        """The estimated cost the pruned model may have."""
+        if self.latency_ms is not None:
+            return self.latency_ms
+        assert self.speedup is not None
+        return original_float_cost / self.speedup
+
+    def describe(self, precision: str) -> str:
+        """One line for the report."""
+        if self.latency_ms is not None:
+            return f"estimated {precision} batch-1 latency <= {self.latency_ms:g} ms"
+        return f"{self.speedup:g}x faster than the original float model at batch 1 (pruned, then {precision})"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """How one side (input or output channels) of a layer is made of groups: (root or None, length, inner) parts."""
+
+    parts: tuple[tuple[int | None, int, int], ...]
+
+    def count(self, keep: dict[int, int]) -> int:
+        """The channel (or feature) count with the groups at their `keep` counts."""
+        return sum((keep.get(root, length) if root is not None else length) * inner for root, length, inner in self.parts)
+
+    def roots(self) -> set[int]:
+        """The groups this side follows."""
+        return {root for root, _, _ in self.parts if root is not None}
+
+
+@dataclass
+class CostedLayer:
+    """A Conv/Linear with the groups its input and output counts follow."""
+
+    shape: LayerShape
+    inputs: Dimension
+    outputs: Dimension
+
+    def cost(self, model: CostModel, keep: dict[int, int], precision: Precision) -> float:
+        """Its cost with the groups at `keep`."""
+        return model.cost(self.shape, self.inputs.count(keep), self.outputs.count(keep), precision)
+
+
+@dataclass
+class GroupState:
+    """One prunable group during allocation: its ascending normalised importances, step and floor."""
+
+    root: int
+    size: int
+    step: int
+    floor: int
+    sorted_scores: torch.Tensor
+    layers: list[int] = field(default_factory=list)
+    saved: float = 0.0
+    lost: float = 0.0
+
+    def next_keep(self, keep: int) -> int | None:
+        """The next smaller allowed count (a multiple of `step`, at least `floor`), or None."""
+        smaller = (keep - 1) // self.step * self.step
+        return smaller if smaller >= self.floor and smaller > 0 else None
+
+
+@dataclass
+class Allocation:
+    """The chosen keep counts and the estimates behind them (plain data goes to the pass record)."""
+
+    goal: str
+    cost_model: str
+    unit: str
+    keep: dict[int, int]
+    original_float_cost: float
+    unpruned_cost: float
+    target_cost: float
+    estimated_cost: float
+    steps: int
+    groups: list[dict[str, Any]]
+
+    @property
+    def reached(self) -> bool:
+        """Whether the estimate meets the goal."""
+        return self.estimated_cost <= self.target_cost * (1 + 1e-9)
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the pass summary (scalars show in report.md; `group_keep` in report.json)."""
+        return {
+            "speed_goal": self.goal,
+            "cost_model": self.cost_model,
+            f"estimated_float_original_{self.unit}": _round(self.original_float_cost),
+            f"estimated_unpruned_{self.unit}": _round(self.unpruned_cost),
+            f"target_{self.unit}": _round(self.target_cost),
+            f"estimated_after_{self.unit}": _round(self.estimated_cost),
+            "estimated_speedup_vs_float": _round(self.original_float_cost / max(self.estimated_cost, 1e-12)),
+            "goal_reached": self.reached,
+            "allocation_steps": self.steps,
+            "group_keep": self.groups,
+        }
+
+    def notes(self) -> list[str]:
+        """Why each group got its count, in lines for the report."""
+        lines = [
+            f"speed goal: {self.goal}; cost model {self.cost_model}: original float {_round(self.original_float_cost)} "
+            f"{self.unit}, unpruned {_round(self.unpruned_cost)}, target {_round(self.target_cost)}, "
+            f"estimated after pruning {_round(self.estimated_cost)} ({'reached' if self.reached else 'NOT reached'})",
+            "per-group channel counts chosen greedily: each step shrinks the group whose next step saves the most "
+            "estimated cost per unit of normalised importance lost (NetAdapt-style)",
+        ]
+        if not self.reached:
+            lines.append(
+                "every group reached its floor (1/8 of its channels, rounded to the step) or saves nothing more: "
+                "prune layers that are kept whole (see the skipped list) or lower the goal"
+            )
+        for g in self.groups:
+            if g["channels"][0] != g["channels"][1]:
+                lines.append(
+                    f"{g['layers']}: {g['channels'][0]} -> {g['channels'][1]} channels, saves {_round(g['saved'])} "
+                    f"{self.unit} ({g['share_of_saving']:.0%} of the saving) for {g['importance_lost']:.3g} of importance"
+                )
+        return lines
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def allocate(
+    goal: SpeedGoal,
+    layers: list[CostedLayer],
+    groups: dict[int, GroupState],
+    fixed_keep: dict[int, int],
+    cost_model: CostModel,
+    precision: Precision,
+    producers: dict[int, list[str]],
+) -> Allocation:
+    """Keep counts per group in `groups` that meet `goal`, with `fixed_keep` groups held at their counts."""
+    for index, layer in enumerate(layers):
+        for root in layer.inputs.roots() | layer.outputs.roots():
+            if root in groups:
+                groups[root].layers.append(index)
+    full: dict[int, int] = {}
+    original = sum(layer.cost(cost_model, full, "float") for layer in layers)
+    unpruned = sum(layer.cost(cost_model, full, precision) for layer in layers)
+    target = goal.target(original)
+    keep = {**fixed_keep, **{root: g.size for root, g in groups.items()}}
+    current = [layer.cost(cost_model, keep, precision) for layer in layers]
+    total, steps = sum(current), 0
+    while total > target:
+        best: tuple[float, int, int, float, list[float]] | None = None
+        for root, group in groups.items():
+            smaller = group.next_keep(keep[root])
+            if smaller is None:
+                continue
+            removed = group.size - keep[root]
+            lost = float(group.sorted_scores[removed : group.size - smaller].sum())
+            trial = {**keep, root: smaller}
+            new = [layers[i].cost(cost_model, trial, precision) for i in group.layers]
+            saved = sum(current[i] for i in group.layers) - sum(new)
+            if saved <= 0:
+                continue
+            value = saved / max(lost, 1e-9)
+            if best is None or value > best[0]:
+                best = (value, root, smaller, lost, new)
+        if best is None:
+            break
+        _, root, smaller, lost, new = best
+        group = groups[root]
+        for i, cost in zip(group.layers, new):
+            current[i] = cost
+        total = sum(current)
+        group.lost += lost
+        keep[root] = smaller
+        steps += 1
+    for root, group in groups.items():
+        before = sum(layers[i].cost(cost_model, {**keep, root: group.size}, precision) for i in group.layers)
+        group.saved = before - sum(current[i] for i in group.layers)
+    all_saved = sum(max(g.saved, 0.0) for g in groups.values()) or 1.0
+    rows = [
+        {
+            "layers": _names(producers[root]),
+            "channels": [g.size, keep[root]],
+            "step": g.step,
+            "floor": g.floor,
+            "saved": _round(g.saved),
+            "share_of_saving": round(max(g.saved, 0.0) / all_saved, 4),
+            "importance_lost": round(g.lost, 4),
+        }
+        for root, g in groups.items()
+    ]
+    return Allocation(
+        goal=goal.describe(precision),
+        cost_model=cost_model.name,
+        unit=cost_model.unit,
+        keep={root: keep[root] for root, g in groups.items() if keep[root] < g.size},
+        original_float_cost=original,
+        unpruned_cost=unpruned,
+        target_cost=target,
+        estimated_cost=total,
+        steps=steps,
+        groups=rows,
+    )
+
+
+def _names(layers: list[str]) -> str:
+    return layers[0] if len(layers) == 1 else f"{layers[0]} (+{len(layers) - 1} tied)"
+
+
+def group_state(root: int, size: int, scores: torch.Tensor, step: int) -> GroupState:
+    """A group's allocation state: importances normalised by their mean and sorted ascending; floor 1/8 of it."""
+    normalised = scores / scores.mean().clamp_min(1e-12)
+    floor = max(step, math.ceil(math.ceil(size * MIN_KEEP_FRACTION) / step) * step)
+    return GroupState(root, size, step, floor, normalised.sort().values)
+
+
+def dimension(layout: Layout | None, graph: ChannelGraph, fixed: int, varying: set[int]) -> Dimension:
+    """One side of a layer from its channel layout; groups not in `varying` count at full size."""
+    if layout is None:
+        return Dimension(((None, fixed, 1),))
+    parts = []
+    for seg in layout.segments:
+        root = graph.spaces.find(seg.space) if seg.space is not None else None
+        parts.append((root if root in varying else None, seg.length, seg.inner))
+    return Dimension(tuple(parts))
+
+
+def costed_layers(graph: ChannelGraph, shapes: dict[str, LayerShape], varying: set[int]) -> list[CostedLayer]:
+    """Every measured layer with the groups (among `varying`) its input and output counts follow."""
+    from exporter.passes._channels import Segment
+
+    layers = []
+    for name, shape in shapes.items():
+        if name in graph.producers:
+            root = graph.spaces.find(graph.producers[name])
+            out_layout = Layout(1, (Segment(root, shape.out_channels),))
+        else:
+            out_layout = graph.outputs.get(name)
+        outputs = dimension(out_layout, graph, shape.out_channels, varying)
+        inputs = dimension(graph.inputs.get(name), graph, shape.in_channels, varying)
+        if outputs.count({}) != shape.out_channels or inputs.count({}) != shape.in_channels:
+            # The analysis saw other sizes than the call did (a layer reused differently): count it as fixed.
+            outputs, inputs = Dimension(((None, shape.out_channels, 1),)), Dimension(((None, shape.in_channels, 1),))
+        layers.append(CostedLayer(shape, inputs, outputs))
+    return layers
+
+
+def resizings(layers: list[CostedLayer]) -> list[Resizing]:
+    """What the cost model must be ready for: each layer and which of its sides may shrink."""
+    return [Resizing(layer.shape, bool(layer.inputs.roots()), bool(layer.outputs.roots())) for layer in layers]
+
+
+def plan_for_speed(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    graph: ChannelGraph,
+    scores: dict[int, torch.Tensor],
+    steps: dict[int, int],
+    fixed_keep: dict[int, int],
+    goal: SpeedGoal,
+    cost_model: CostModel,
+    precision: Precision,
+) -> Allocation:
+    """Measure (or look up) the layer costs, then allocate keep counts to the groups in `scores`.
+
+    `steps`: each group's rounding step; `fixed_keep`: groups whose count is already decided
+    (a `layer_ratios` override), counted at that count.
+    """
+    from exporter.passes.layer_cost import layer_shapes
+
+    shapes = layer_shapes(model, example_inputs)
+    varying = set(scores) | set(fixed_keep)
+    layers = costed_layers(graph, shapes, varying)
+    cost_model.prepare(resizings(layers), {precision})
+    groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
+    producers = {root: list(graph.spaces.producers[root]) for root in scores}
+    return allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers)
