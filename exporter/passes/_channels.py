@@ -575,6 +575,8 @@ def _op_name(node: fx.Node) -> str | None:
         return str(node.target)
     if isinstance(node.target, torch._ops.OpOverload):
         name = node.target._overloadpacket.__name__
+        if name.endswith("_") and not name.startswith("_") and name not in _BINARY:
+            name = name[:-1]  # in-place variant (hardtanh_, relu_): same channel rules
         return _ATEN_NAMES.get(name, name)
     module = getattr(node.target, "__module__", None) or ""
     name = getattr(node.target, "__name__", None)

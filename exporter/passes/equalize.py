@@ -34,7 +34,13 @@ from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassR
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = nn.modules.batchnorm._BatchNorm
 _HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
-_HOMOGENEOUS_FUNCTIONS = {torch.relu, F.relu, torch.nn.functional.leaky_relu}
+_aten = torch.ops.aten
+_HOMOGENEOUS_FUNCTIONS = {
+    torch.relu, F.relu, torch.nn.functional.leaky_relu,
+    _aten.relu.default, _aten.relu_.default, _aten.leaky_relu.default, _aten.leaky_relu_.default, _aten.dropout.default,
+}  # fmt: skip
+_HARDTANH = (_aten.hardtanh.default, _aten.hardtanh_.default)
+_IDENTITY_CALLS = (_aten.clone.default, _aten.alias.default)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class _Pair:
     norm: str | None
     activation: str | None
     replace_relu6: str | None = None
+    relu6_is_node: bool = False  # `replace_relu6` names an aten call in the model's own graph, not a module
 
 
 @register_pass
@@ -88,10 +95,15 @@ class Equalize(CompressionPass):
             return PassResult(model, skipped=[{"layer": "<model>", "reason": reason}], notes=[reason])
         modules = dict(model.named_modules())
         calls = call_counts(graph_module.graph)
-        pairs, skipped = find_pairs(graph_module.graph, modules, calls, config.relu6)
+        editable = graph_module is model
+        pairs, skipped = find_pairs(graph_module.graph, modules, calls, config.relu6, editable)
         for pair in pairs:
-            if pair.replace_relu6:
+            if pair.replace_relu6 and pair.relu6_is_node:
+                _relu6_to_relu(graph_module.graph, pair.replace_relu6)
+            elif pair.replace_relu6:
                 set_submodule(model, pair.replace_relu6, nn.ReLU())
+        if any(p.relu6_is_node for p in pairs):
+            graph_module.recompile()
         modules = dict(model.named_modules())
         before = {(p.first, p.second): _spread(modules, p) for p in pairs}
         sweeps = 0
@@ -118,9 +130,12 @@ class Equalize(CompressionPass):
 
 
 def find_pairs(
-    graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str, int], relu6: str = "skip"
+    graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str, int], relu6: str = "skip", editable: bool = False
 ) -> tuple[list[_Pair], list[dict]]:
-    """Every A -> [BatchNorm] -> [activation] -> B chain that can be equalized, and why others cannot."""
+    """Every A -> [BatchNorm] -> [activation] -> B chain that can be equalized, and why others cannot.
+
+    `editable`: `graph` is the model's own (a lifted program), so an aten ReLU6 in it can be replaced.
+    """
     pairs, skipped = [], []
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), (*_CONV, nn.Linear)):
@@ -129,6 +144,7 @@ def find_pairs(
         if calls[node.target] > 1:
             continue
         norm = activation = replace = None
+        relu6_node = False
         current, reason = node, None
         while True:
             users = list(current.users)
@@ -140,8 +156,11 @@ def find_pairs(
             if target is not None and isinstance(target, (*_CONV, nn.Linear)):
                 reason = _pair_problem(node.target, first, user.target, target, calls, norm, modules)
                 if reason is None:
-                    pairs.append(_Pair(node.target, user.target, norm, activation, replace))
+                    pairs.append(_Pair(node.target, user.target, norm, activation, replace, relu6_node))
                 break
+            if isinstance(target, nn.Identity) or (user.op == "call_function" and user.target in _IDENTITY_CALLS):
+                current = user  # a folded BatchNorm or a no-op: look through it
+                continue
             if target is not None and isinstance(target, _NORM) and norm is None and activation is None:
                 if target.affine and target.track_running_stats and calls[user.target] == 1:
                     norm, current = user.target, user
@@ -151,12 +170,15 @@ def find_pairs(
             if activation is None and _is_homogeneous(user, target):
                 activation, current = (user.target if user.op == "call_module" else user.name), user
                 continue
-            if activation is None and isinstance(target, nn.ReLU6):
-                if relu6 == "replace":
-                    activation = replace = user.target
+            relu6_call = _is_relu6_call(user)
+            if activation is None and (isinstance(target, nn.ReLU6) or relu6_call):
+                label = user.target if target is not None else user.name
+                if relu6 == "replace" and (target is not None or editable):
+                    activation = replace = label
+                    relu6_node = relu6_call
                     current = user
                     continue
-                reason = f"ReLU6 '{user.target}' is not scale-equivariant (relu6='replace' swaps it for ReLU)"
+                reason = f"ReLU6 '{label}' is not scale-equivariant (relu6='replace' swaps it for ReLU)"
                 break
             break  # anything else (flatten, add, pooling, ...) ends the chain silently
         if reason:
@@ -207,6 +229,17 @@ def _is_homogeneous(node: fx.Node, target: nn.Module | None) -> bool:
     if node.op == "call_function":
         return node.target in _HOMOGENEOUS_FUNCTIONS or node.target in (operator.pos,)
     return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _is_relu6_call(node: fx.Node) -> bool:
+    """True for an aten hardtanh(x, 0, 6) call: ReLU6 as torch.export writes it."""
+    return node.op == "call_function" and node.target in _HARDTANH and tuple(node.args[1:3]) == (0.0, 6.0)
+
+
+def _relu6_to_relu(graph: fx.Graph, name: str) -> None:
+    """Turn the aten ReLU6 call called `name` into a ReLU."""
+    node = next(n for n in graph.nodes if n.name == name)
+    node.target, node.args, node.kwargs = _aten.relu.default, (node.args[0],), {}
 
 
 def _output_ranges(layer: nn.Module, norm: nn.Module | None) -> torch.Tensor:

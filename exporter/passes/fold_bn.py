@@ -58,6 +58,13 @@ class FoldBN(CompressionPass):
             fold(modules[layer_name], modules[node.target])
             set_submodule(model, node.target, nn.Identity())
             changes.append({"layer": node.target, "folded_into": layer_name})
+        if graph_module is model:  # the lifted program: drop the folded calls from its graph
+            for node in list(graph_module.graph.nodes):
+                if node.op == "call_module" and isinstance(model.get_submodule(node.target), nn.Identity):
+                    node.replace_all_uses_with(node.args[0])
+                    graph_module.graph.erase_node(node)
+            graph_module.delete_all_unused_submodules()
+            graph_module.recompile()
         return PassResult(model, changes=changes, skipped=skipped, summary={"folded": len(changes)})
 
 

@@ -207,7 +207,7 @@ def producers_of_batchnorms(model: "nn.Module") -> dict[str, str]:
     """BatchNorm layer name -> the conv or linear layer whose output it normalises (torch.fx trace)."""
     from torch import fx, nn
 
-    graph = fx.symbolic_trace(model).graph
+    graph = model.graph if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
     found = {}
     for node in graph.nodes:
