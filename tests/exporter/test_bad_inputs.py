@@ -101,9 +101,10 @@ CASES = [
     ("bad model kwargs", lambda d: [str(SAMPLE / "digits_cnn.state_dict.pt"), "--model-class", "samples.architectures:DigitsCNN",
                                     "--model-kwargs", "{num_classes: 3}", "--calib", CALIB],
      "--model-kwargs is not valid JSON (Expecting property name enclosed in double quotes): expected e.g. '{{\"num_classes\": 10}}'"),
-    ("pass on a compiled graph", lambda d: [PT2, "--calib", CALIB, "--prune", "0.5"],
-     f"compression passes need an ordinary nn.Module, but {PT2} is a compiled exported program whose layers cannot "
-     "be rebuilt: save a state dict and pass --model-class, or a pickled module with --trust-pickle"),
+    ("pass on a TorchScript file", lambda d: [str(SAMPLE / "digits_cnn.torchscript.pt"), "--calib", CALIB, "--prune", "0.5"],
+     f"{SAMPLE}/digits_cnn.torchscript.pt is a TorchScript file, whose layers compression passes cannot rebuild: save a "
+     "torch.export program instead, torch.export.save(torch.export.export(model.eval(), example_args), 'model.pt2'), "
+     "and pass that (or a state dict with --model-class)"),
     ("prune ratio out of range", lambda d: [str(SAMPLE / "digits_cnn.state_dict.pt"), "--model-class",
                                             "samples.architectures:DigitsCNN", "--calib", CALIB, "--prune", "1.5"],
      "bad prune ratio 1.5: expected a fraction in [0, 1), e.g. 0.5"),
