@@ -14,6 +14,7 @@ produces wrong outputs, fails outright on channel slicing, and cannot name what 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,6 +64,12 @@ class PruneConfig(PassConfig):
         "int8-latency",
         "cost model of a speed goal: int8-latency (each layer's kernel time at a few channel counts, measured "
         "on this CPU with onnxruntime, float and quantized; cached in ~/.cache/exporter) or macs (from shapes)",
+    )
+    sensitivity: Literal["output", "importance"] = setting(
+        "output",
+        "what a speed goal weighs each saving against: output (the change of the model's outputs on up to "
+        "32 calibration samples with that group alone pruned, measured at 4 counts per group) or importance "
+        "(the normalised channel importance removed)",
     )
     importance: Literal["l1", "l2", "bn_scale"] = setting(
         "l1", "how channels are ranked: l1 or l2 norm of each filter, or bn_scale (|gamma| of the BatchNorm after it)"
@@ -145,7 +152,7 @@ class Prune(CompressionPass):
         with torch.no_grad():
             reference = _shapes(model(*example))
         notes: list[str] = []
-        speed = _SpeedInputs(example, self._cost_model(ctx), _precision(ctx), {})
+        speed = _SpeedInputs(example, self._cost_model(ctx), _precision(ctx), {}, _probe_inputs(ctx, config))
         plan = _plan(model, graph, config, notes, speed)
         kept = {root: _select(scores, count, graph.spaces.groups[root]) for root, (scores, count) in plan.items()}
         changes = shrink(model, graph, kept)
@@ -184,6 +191,52 @@ class _SpeedInputs:
     cost_model: CostModel | None
     precision: Precision
     summary: dict[str, Any]
+    probe: tuple[torch.Tensor, ...] | None = None
+
+
+def _probe_inputs(ctx: PassContext, config: PruneConfig) -> tuple[torch.Tensor, ...] | None:
+    """Up to 32 calibration samples (else the example inputs) for the output-error curves of a speed goal."""
+    if config.speed_goal is None or config.sensitivity != "output":
+        return None
+    if ctx.calib is None or len(ctx.calib) == 0:
+        return tuple(ctx.example_inputs)
+    from calibration import iter_batches
+
+    batch = next(iter(iter_batches(ctx.calib.subset(range(min(32, len(ctx.calib)))), ctx.input_specs, 32)))
+    return tuple(torch.from_numpy(batch.inputs[s.name]) for s in ctx.input_specs)
+
+
+def _output_error(
+    model: nn.Module, graph: ChannelGraph, scores: dict[int, torch.Tensor], inputs: tuple[torch.Tensor, ...]
+) -> Any:
+    """`error(root, keep)`: relative squared change of the outputs when only that group keeps `keep` channels."""
+    with torch.no_grad():
+        reference = _tensors(model(*inputs))
+    scale = sum(float(r.double().pow(2).sum()) for r in reference) or 1.0
+
+    def error(root: int, keep: int) -> float:
+        trial = copy.deepcopy(model)
+        shrink(trial, graph, {root: _select(scores[root], keep, graph.spaces.groups[root])})
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # many small forwards: one thread each avoids oversubscribing shared cores
+        try:
+            with torch.no_grad():
+                got = _tensors(trial(*inputs))
+        finally:
+            torch.set_num_threads(threads)
+        return sum(float((g.double() - r.double()).pow(2).sum()) for g, r in zip(got, reference)) / scale
+
+    return error
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for o in output for t in _tensors(o)]
+    if isinstance(output, dict):
+        return [t for o in output.values() for t in _tensors(o)]
+    return []
 
 
 def _precision(ctx: PassContext) -> Precision:
@@ -235,6 +288,7 @@ def _plan(
             model, speed.example, graph, {r: scores[r] for r in pooled},
             {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
             goal, speed.cost_model, speed.precision,
+            _output_error(model, graph, scores, speed.probe) if speed.probe is not None else None,
         )  # fmt: skip
         plan.update({root: (scores[root], keep) for root, keep in allocation.keep.items()})
         speed.summary.update(allocation.summary())

@@ -18,9 +18,11 @@ If no group can shrink further, the goal is reported as not reached, with the be
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from exporter.passes._channels import ChannelGraph, Layout
@@ -81,21 +83,47 @@ class CostedLayer:
 
 @dataclass
 class GroupState:
-    """One prunable group during allocation: its ascending normalised importances, step and floor."""
+    """One prunable group during allocation: its step, floor, and what keeping `k` channels loses.
+
+    `cumulative[j]`: normalised importance of its j least important channels. `curve`: measured
+    output error at some keep counts ((count, error), the full count at error 0), when known.
+    """
 
     root: int
     size: int
     step: int
     floor: int
-    sorted_scores: torch.Tensor
+    cumulative: torch.Tensor
+    curve: list[tuple[int, float]] | None = None
     layers: list[int] = field(default_factory=list)
-    saved: float = 0.0
-    lost: float = 0.0
 
     def next_keep(self, keep: int) -> int | None:
         """The next smaller allowed count (a multiple of `step`, at least `floor`), or None."""
         smaller = (keep - 1) // self.step * self.step
         return smaller if smaller >= self.floor and smaller > 0 else None
+
+    def previous_keep(self, keep: int) -> int | None:
+        """The next larger allowed count (the full size at most), or None at full size."""
+        return None if keep >= self.size else min(self.size, (keep // self.step + 1) * self.step)
+
+    def counts(self) -> list[int]:
+        """Every count the group may keep, smallest first."""
+        found, keep = [self.size], self.size
+        while (keep := self.next_keep(keep)) is not None:
+            found.append(keep)
+        return found[::-1]
+
+    def importance_lost(self, keep: int) -> float:
+        """Normalised importance of the `size - keep` least important channels."""
+        return float(self.cumulative[self.size - keep])
+
+    def loss(self, keep: int) -> float:
+        """What keeping `keep` channels costs the model: measured output error if known (importance breaks ties)."""
+        if not self.curve:
+            return self.importance_lost(keep)
+        counts = np.array([c for c, _ in self.curve], dtype=float)
+        errors = np.maximum.accumulate(np.array([e for _, e in self.curve])[::-1])[::-1]  # fewer channels: no less error
+        return float(np.interp(keep, counts, errors)) + 1e-6 * self.importance_lost(keep) / self.size
 
 
 @dataclass
@@ -112,6 +140,7 @@ class Allocation:
     estimated_cost: float
     steps: int
     groups: list[dict[str, Any]]
+    criterion: str = "normalised channel importance lost"
 
     @property
     def reached(self) -> bool:
@@ -140,7 +169,7 @@ class Allocation:
             f"{self.unit}, unpruned {_round(self.unpruned_cost)}, target {_round(self.target_cost)}, "
             f"estimated after pruning {_round(self.estimated_cost)} ({'reached' if self.reached else 'NOT reached'})",
             "per-group channel counts chosen greedily: each step shrinks the group whose next step saves the most "
-            "estimated cost per unit of normalised importance lost (NetAdapt-style)",
+            f"estimated cost per unit of {self.criterion} (NetAdapt-style), then regrows groups while the goal holds",
         ]
         if not self.reached:
             lines.append(
@@ -152,6 +181,7 @@ class Allocation:
                 lines.append(
                     f"{g['layers']}: {g['channels'][0]} -> {g['channels'][1]} channels, saves {_round(g['saved'])} "
                     f"{self.unit} ({g['share_of_saving']:.0%} of the saving) for {g['importance_lost']:.3g} of importance"
+                    + (f", output error {g['output_error']:.3g}" if g.get("output_error") is not None else "")
                 )
         return lines
 
@@ -180,46 +210,68 @@ def allocate(
     target = goal.target(original)
     keep = {**fixed_keep, **{root: g.size for root, g in groups.items()}}
     current = [layer.cost(cost_model, keep, precision) for layer in layers]
-    total, steps = sum(current), 0
-    while total > target:
-        best: tuple[float, int, int, float, list[float]] | None = None
+    steps = 0
+
+    def change(root: int, count: int) -> tuple[float, list[float]]:
+        """Cost change of moving group `root` to `count`, and its layers' new costs."""
+        new = [layers[i].cost(cost_model, {**keep, root: count}, precision) for i in groups[root].layers]
+        return sum(new) - sum(current[i] for i in groups[root].layers), new
+
+    def move(root: int, count: int, new: list[float]) -> None:
+        for i, cost in zip(groups[root].layers, new):
+            current[i] = cost
+        keep[root] = count
+
+    # Shrink: the step that saves the most cost per unit of loss, until the goal is met.
+    while sum(current) > target:
+        best: tuple[float, int, int, list[float]] | None = None
         for root, group in groups.items():
             smaller = group.next_keep(keep[root])
             if smaller is None:
                 continue
-            removed = group.size - keep[root]
-            lost = float(group.sorted_scores[removed : group.size - smaller].sum())
-            trial = {**keep, root: smaller}
-            new = [layers[i].cost(cost_model, trial, precision) for i in group.layers]
-            saved = sum(current[i] for i in group.layers) - sum(new)
-            if saved <= 0:
+            delta, new = change(root, smaller)
+            if delta >= 0:
                 continue
-            value = saved / max(lost, 1e-9)
+            value = -delta / max(group.loss(smaller) - group.loss(keep[root]), 1e-12)
             if best is None or value > best[0]:
-                best = (value, root, smaller, lost, new)
+                best = (value, root, smaller, new)
         if best is None:
             break
-        _, root, smaller, lost, new = best
-        group = groups[root]
-        for i, cost in zip(group.layers, new):
-            current[i] = cost
-        total = sum(current)
-        group.lost += lost
-        keep[root] = smaller
+        move(*best[1:])
         steps += 1
+    # Give back: the last step may overshoot; regrow where it restores the most loss per unit of cost, within the goal.
+    while sum(current) <= target:
+        best = None
+        for root, group in groups.items():
+            larger = group.previous_keep(keep[root])
+            if larger is None:
+                continue
+            delta, new = change(root, larger)
+            if sum(current) + delta > target:
+                continue
+            value = (group.loss(keep[root]) - group.loss(larger)) / max(delta, 1e-12)
+            if best is None or value > best[0]:
+                best = (value, root, larger, new)
+        if best is None:
+            break
+        move(*best[1:])
+        steps += 1
+    total = sum(current)
+    saved = {}
     for root, group in groups.items():
         before = sum(layers[i].cost(cost_model, {**keep, root: group.size}, precision) for i in group.layers)
-        group.saved = before - sum(current[i] for i in group.layers)
-    all_saved = sum(max(g.saved, 0.0) for g in groups.values()) or 1.0
+        saved[root] = before - sum(current[i] for i in group.layers)
+    all_saved = sum(max(v, 0.0) for v in saved.values()) or 1.0
     rows = [
         {
             "layers": _names(producers[root]),
             "channels": [g.size, keep[root]],
             "step": g.step,
             "floor": g.floor,
-            "saved": _round(g.saved),
-            "share_of_saving": round(max(g.saved, 0.0) / all_saved, 4),
-            "importance_lost": round(g.lost, 4),
+            "saved": _round(saved[root]),
+            "share_of_saving": round(max(saved[root], 0.0) / all_saved, 4),
+            "importance_lost": round(g.importance_lost(keep[root]), 4),
+            "output_error": round(g.loss(keep[root]), 6) if g.curve else None,
         }
         for root, g in groups.items()
     ]
@@ -234,6 +286,11 @@ def allocate(
         estimated_cost=total,
         steps=steps,
         groups=rows,
+        criterion=(
+            "output error added (measured on calibration samples; importance where a trial failed)"
+            if any(g.curve for g in groups.values())
+            else "normalised channel importance lost"
+        ),
     )
 
 
@@ -242,10 +299,11 @@ def _names(layers: list[str]) -> str:
 
 
 def group_state(root: int, size: int, scores: torch.Tensor, step: int) -> GroupState:
-    """A group's allocation state: importances normalised by their mean and sorted ascending; floor 1/8 of it."""
-    normalised = scores / scores.mean().clamp_min(1e-12)
+    """A group's allocation state: importances normalised by their mean; floor 1/8 of it, rounded up to `step`."""
+    normalised = (scores / scores.mean().clamp_min(1e-12)).sort().values
     floor = max(step, math.ceil(math.ceil(size * MIN_KEEP_FRACTION) / step) * step)
-    return GroupState(root, size, step, floor, normalised.sort().values)
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), normalised.double().cumsum(0)])
+    return GroupState(root, size, step, floor, cumulative)
 
 
 def dimension(layout: Layout | None, graph: ChannelGraph, fixed: int, varying: set[int]) -> Dimension:
@@ -294,11 +352,13 @@ def plan_for_speed(
     goal: SpeedGoal,
     cost_model: CostModel,
     precision: Precision,
+    output_error: Callable[[int, int], float] | None = None,
 ) -> Allocation:
     """Measure (or look up) the layer costs, then allocate keep counts to the groups in `scores`.
 
     `steps`: each group's rounding step; `fixed_keep`: groups whose count is already decided
-    (a `layer_ratios` override), counted at that count.
+    (a `layer_ratios` override), counted at that count. `output_error(root, keep)`: the model's
+    output error with only that group pruned to `keep` (None: weigh by channel importance only).
     """
     from exporter.passes.layer_cost import layer_shapes
 
@@ -307,5 +367,44 @@ def plan_for_speed(
     layers = costed_layers(graph, shapes, varying)
     cost_model.prepare(resizings(layers), {precision})
     groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
+    if output_error is not None:
+        measure_curves(groups, output_error)
     producers = {root: list(graph.spaces.producers[root]) for root in scores}
     return allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers)
+
+
+CURVE_FRACTIONS = (0.75, 0.5, 0.25, 0.0)
+"""Where a group's output-error curve is measured: the allowed counts nearest these fractions (0: its floor)."""
+
+
+def measure_curves(groups: dict[int, GroupState], output_error: Callable[[int, int], float]) -> None:
+    """Give each group its output-error curve at a few keep counts (one pruned copy of the model per point).
+
+    A count whose pruned copy fails to run leaves the group weighed by channel importance.
+    """
+    from exporter.progress import progress_bar
+
+    plan = {root: _curve_counts(group) for root, group in groups.items()}
+    bar = progress_bar("measuring pruning sensitivity", total=sum(len(c) for c in plan.values()), unit="trial")
+    try:
+        for root, counts in plan.items():
+            curve = [(groups[root].size, 0.0)]
+            for count in counts:
+                bar.update(1)
+                try:
+                    curve.append((count, float(output_error(root, count))))
+                except Exception:  # a trial the model cannot run: fall back to importance for this group
+                    curve = []
+                    break
+            if len(curve) > 1:
+                groups[root].curve = sorted(curve)
+    finally:
+        bar.close()
+
+
+def _curve_counts(group: GroupState) -> list[int]:
+    allowed = group.counts()[:-1]  # without the full size
+    if not allowed:
+        return []
+    picked = {min(allowed, key=lambda c: abs(c - max(group.floor, f * group.size))) for f in CURVE_FRACTIONS}
+    return sorted(picked, reverse=True)
