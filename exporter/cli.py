@@ -227,6 +227,9 @@ def _passes_from_args(values: dict[str, Any]) -> list[dict[str, Any]] | None:
     for name, cls in sorted(PASSES.items(), key=lambda item: item[1].order):
         enabled = values.get(f"pass__{name}")
         given = {k.split("__", 2)[2]: _text(v) for k, v in values.items() if k.startswith(f"pass__{name}__") and v is not None}
+        implies = {f.name for f in dataclasses.fields(cls.Config) if f.metadata.get("enables_pass")}
+        if enabled is None and implies & set(given) and cls.shorthand:
+            enabled = next(f.default for f in dataclasses.fields(cls.Config) if f.name == cls.shorthand)
         if enabled is None:
             if given:
                 flag = f"--{name.replace('_', '-')}-{next(iter(given)).replace('_', '-')}"
