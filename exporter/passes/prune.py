@@ -15,6 +15,7 @@ produces wrong outputs, fails outright on channel slicing, and cannot name what 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -216,7 +217,7 @@ def _output_error(
 
     def error(root: int, keep: int) -> float:
         trial = copy.deepcopy(model)
-        shrink(trial, graph, {root: _select(scores[root], keep, graph.spaces.groups[root])})
+        shrink(trial, _for_copy(graph, trial), {root: _select(scores[root], keep, graph.spaces.groups[root])})
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # many small forwards: one thread each avoids oversubscribing shared cores
         try:
@@ -227,6 +228,15 @@ def _output_error(
         return sum(float((g.double() - r.double()).pow(2).sum()) for g, r in zip(got, reference)) / scale
 
     return error
+
+
+def _for_copy(graph: ChannelGraph, trial: nn.Module) -> ChannelGraph:
+    """`graph` with its editable reshape nodes taken from `trial` (a deep copy of the analysed graph module)."""
+    if not graph.sized_reshapes:
+        return graph
+    nodes = {node.name: node for node in trial.graph.nodes}
+    moved = [dataclasses.replace(r, node=nodes[r.node.name]) for r in graph.sized_reshapes]
+    return dataclasses.replace(graph, sized_reshapes=moved)
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:

@@ -240,3 +240,37 @@ def onnx_runs(path: Path) -> bool:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 1, 16, 16), np.float32)})
     return got.shape == (1, 10)
+
+
+class FlattenHead(nn.Module):
+    """Two convs, a 4x4 pool, then a reshape with the channel count written into it, into a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.fc = nn.Linear(32 * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(self.conv2(self.conv1(x)), 4)
+        return self.fc(x.reshape(-1, 32 * 16))
+
+
+def test_speed_goal_on_a_lifted_program_with_a_hard_coded_reshape() -> None:
+    """The output-error trials prune copies: the program's reshape sizes are rewritten only for the final cut."""
+    from exporter.program_graph import capture, lift
+
+    torch.manual_seed(0)
+    module = randomize_bn(FlattenHead())
+    inputs = (torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)),)
+    program = lift(capture(module, inputs))
+    with torch.no_grad():
+        expected = program(*inputs)
+    pruned, record = prune(program, inputs, speedup=1.5, cost="macs", sensitivity="output")
+    assert record.macs_before / 1.5 * 0.75 <= record.macs_after <= record.macs_before / 1.5
+    with torch.no_grad():
+        torch.testing.assert_close(program(*inputs), expected)  # the caller's program is untouched
+        assert pruned(*inputs).shape == (2, 10)
+        assert pruned(torch.randn(5, 3, 16, 16)).shape == (5, 10)
+    groups = {g["layers"]: g for g in record.summary["group_keep"]}
+    assert set(groups) == {"conv1.0", "conv2.0"} and all(g["output_error"] is not None for g in groups.values())
