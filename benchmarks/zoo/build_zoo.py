@@ -28,6 +28,8 @@ MODELS = (
     "minilm_l6",
     "mobilenet_v3_photos",
     "mobilenet_v2_photos",
+    "resnet18_photos",
+    "hf_resnet18_photos",
     "cnn_digits16",
     "cnn_digits48",
     "vit_tiny_digits",
