@@ -6,7 +6,15 @@ calibration source given as `data`. Classifier logits get soft targets, `T^2 * K
 temperature-scaled outputs, mixed with cross-entropy on labels when the data has them
 (`alpha` weighs the soft part; without labels only soft targets are used); other outputs get MSE
 or cosine (`loss`). After each epoch the student is measured on the held-out split and the best
-one is kept. Checkpoints after each epoch let `resume` continue a stopped run. `nproc` > 1 trains
+one is kept; `patience` epochs without a better student end the run.
+
+Little data (a few hundred calibration images) goes further with `augment`: every step shows the
+student new crops, flips and mixtures of the samples, which the teacher labels on the spot
+(`training/augment.py`; `auto` augments image-like inputs only). When an earlier pass pruned the
+model, `features` also matches the outputs of up to `feature_layers` pruned layers to the
+teacher's same layers at the kept channels (`training/features.py`, weighed by `feature_weight`).
+Without `epochs` or `minutes` the run is sized to show the student about TARGET_SAMPLES samples.
+Checkpoints after each epoch let `resume` continue a stopped run. `nproc` > 1 trains
 with DistributedDataParallel under torchrun (gloo on CPU, nccl on CUDA): the global batch is split
 across processes, so the same seed and batch give the same student as one process. Across
 machines, run the same export on each with `nnodes`, its own `node_rank` and the `rdzv_endpoint`
@@ -23,6 +31,7 @@ from exporter.errors import PlanError
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
 from exporter.training.settings import (
     ENDPOINT_PATTERN,
+    MAX_AUTO_EPOCHS,
     Rendezvous,
     TrainSettings,
     check_training_settings,
@@ -31,6 +40,9 @@ from exporter.training.settings import (
 if TYPE_CHECKING:
     from torch import nn
 
+TARGET_SAMPLES = 20_000
+"""Samples the student sees when neither `epochs` nor `minutes` is set (at least 10, at most 300 epochs)."""
+
 
 @dataclass(frozen=True)
 class DistillConfig(PassConfig):
@@ -38,7 +50,29 @@ class DistillConfig(PassConfig):
 
     temperature: float = setting(4.0, "softmax temperature of the soft targets (higher = softer)")
     alpha: float = setting(0.9, "weight of the soft (teacher) loss; 1 - alpha goes to labels when the data has them")
-    epochs: int | None = setting(None, "passes over the data; none = 10, or no limit with --distill-minutes")
+    epochs: int | None = setting(
+        None,
+        f"passes over the data; none = enough for about {TARGET_SAMPLES:,} samples (10 to {MAX_AUTO_EPOCHS} epochs), "
+        "or no limit with --distill-minutes",
+    )
+    patience: int | None = setting(
+        10, "stop after this many epochs without a better student on the held-out data; none = never stop early"
+    )
+    augment: Literal["auto", "none", "light", "strong"] = setting(
+        "auto",
+        "augmentation of the training batches (crops, flips, noise, mixup; the teacher labels the same views): "
+        "auto = light for image inputs (N,C,H,W floats), none otherwise",
+    )
+    flip: Literal["auto", "on", "off"] = setting(
+        "auto",
+        "mirror images left-right when augmenting: auto = when the teacher's class stays the same on 90% of "
+        "mirrored held-out images (photos yes; digits, text no)",
+    )
+    features: Literal["auto", "none"] = setting(
+        "auto", "match pruned layers' outputs to the teacher's kept channels: auto = when a pass pruned the model"
+    )
+    feature_weight: float = setting(1.0, "weight of the feature-matching loss against the output loss")
+    feature_layers: int = setting(4, "how many pruned layers to match at most (evenly spaced, the deepest included)")
     minutes: float | None = setting(None, "time budget in minutes; training stops when it is spent")
     lr: float = setting(1e-3, "peak learning rate")
     optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "optimizer (sgd uses Nesterov momentum 0.9)")
@@ -69,6 +103,12 @@ class DistillConfig(PassConfig):
         that splits evenly over every process; a node rank below nnodes; an endpoint for several machines;
         device names torch knows."""
         check_training_settings(self, "distill")
+        if self.patience is not None and self.patience < 1:
+            raise PlanError(f"bad distill patience {self.patience}: expected 1 or more epochs, or none")
+        if self.feature_weight < 0:
+            raise PlanError(f"bad distill feature_weight {self.feature_weight}: expected 0 or more")
+        if self.feature_layers < 1:
+            raise PlanError(f"bad distill feature_layers {self.feature_layers}: expected 1 or more")
         if self.temperature <= 0:
             raise PlanError(f"bad distill temperature {self.temperature}: expected a positive number such as 4")
         if not 0.0 <= self.alpha <= 1.0:
@@ -108,10 +148,16 @@ class DistillPass(CompressionPass):
     summary_line = "agreement {agreement_before} -> {agreement_after} in {epochs_run} epochs, {seconds}s"
 
     def apply(self, model: "nn.Module", ctx: PassContext) -> PassResult:
+        from exporter.passes._lineage import kept_channels
         from exporter.training import run_recovery
+        from exporter.training.features import choose_layers
 
         config: DistillConfig = self.config
-        settings = TrainSettings.from_config(config, seed=ctx.seed)
+        settings = TrainSettings.from_config(config, seed=ctx.seed, target_samples=TARGET_SAMPLES)
+        layers, notes = [], []
+        lineage = kept_channels(model)
+        if config.features == "auto" and lineage and config.feature_weight > 0:
+            layers, notes = choose_layers(model, ctx.teacher, lineage, config.feature_layers)
         rendezvous = Rendezvous(
             nproc=config.nproc, nnodes=config.nnodes, node_rank=config.node_rank, endpoint=config.rdzv_endpoint
         )
@@ -124,5 +170,6 @@ class DistillPass(CompressionPass):
             rendezvous=rendezvous,
             checkpoint_dir=config.checkpoint_dir,
             resume=config.resume,
+            feature_layers=layers,
         )
-        return PassResult(model=run.student, notes=run.notes, summary=run.summary)
+        return PassResult(model=run.student, notes=notes + run.notes, summary=run.summary)

@@ -32,7 +32,7 @@ DIGEST_NAME = "checkpoint.sha256"
 FORMAT_VERSION = 1
 
 # Settings that do not change the trained student, so a resume may change them (e.g. more minutes).
-RESUMABLE_CHANGES = ("epochs", "minutes", "teacher_device", "student_device")
+RESUMABLE_CHANGES = ("epochs", "minutes", "patience", "teacher_device", "student_device")
 
 
 def fingerprint(model: nn.Module, sample_count: int, settings: dict[str, Any]) -> dict[str, Any]:

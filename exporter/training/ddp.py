@@ -30,6 +30,7 @@ from torch import nn
 from exporter.errors import CompressionError
 from exporter.progress import progress_enabled
 from exporter.training.data import TrainData, write_arrays
+from exporter.training.features import FeatureLayer
 from exporter.training.loop import TrainOutcome
 from exporter.training.settings import Rendezvous, TrainSettings
 
@@ -94,6 +95,7 @@ def launch(
     resume: bool,
     desc: str,
     scratch: Path | None = None,
+    feature_layers: Sequence[FeatureLayer] = (),
 ) -> tuple[nn.Module, TrainOutcome]:
     """Train `student` with `rendezvous.world_size` processes; load the result into `student` and return it."""
     if scratch is not None:
@@ -111,6 +113,7 @@ def launch(
             "checkpoint_flag": checkpoint_flag,
             "resume": resume,
             "desc": desc,
+            "feature_layers": [layer.to_dict() for layer in feature_layers],
             "progress": progress_enabled(),
         }
         (job / "job.json").write_text(json.dumps(spec, indent=2))

@@ -9,9 +9,16 @@ Rules:
 - Steps follow `data.epoch_steps`; the loss is summed per sample and divided by the global step
   size, plus the L1 penalty on normalisation scales (`losses.l1_scale_penalty`); the learning
   rate follows `optim.lr_factor`.
+- With augmentation (`augment`), every process augments the whole global step the same way, then
+  trains on its chunk; teacher and student see the same augmented samples. Mixed samples get mixed
+  label distributions for the hard-target term.
+- With `feature_layers` and `feature_weight` > 0, `feature_weight` times the feature-matching loss
+  (`features.FeatureMatch`) is added per sample.
 - Before the first epoch and after each one, the student is measured on the held-out set; the
   best one (highest top-1 agreement, then lowest loss; epoch 0 is the student as it came) is
-  what the run returns, or the last one with `keep="last"`.
+  what the run returns, or the last one with `keep="last"`. With `patience`, the run stops when
+  `patience` epochs in a row brought neither a better held-out agreement nor a lower held-out loss
+  (rank 0 decides for every process).
 - A time budget stops the run between steps; with several processes the elapsed time is the
   maximum over processes, so they all stop at the same step.
 - After each epoch (and every `CHECKPOINT_SECONDS` within a long epoch) the first process of each
@@ -34,9 +41,11 @@ from torch import nn
 from exporter.errors import CompressionError
 from exporter.progress import progress_bar
 from exporter.training import checkpoint as ckpt
+from exporter.training.augment import augment, chunk_positions, is_image_like, resolve_mode
 from exporter.training.data import TrainData, epoch_steps, shard, steps_per_epoch
 from exporter.training.devices import resolve_device
 from exporter.training.evaluate import TeacherCache, evaluate, forward, score
+from exporter.training.features import FeatureLayer, FeatureMatch
 from exporter.training.losses import DistillationLoss, l1_scale_penalty, resolve_kinds
 from exporter.training.optim import build_optimizer, lr_factor, scale_lr
 from exporter.training.settings import TrainSettings
@@ -80,6 +89,8 @@ class TrainOutcome:
     loss_kinds: tuple[str, ...]
     best: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    augment: str = "none"
+    feature_layers: list[str] = field(default_factory=list)
 
     @property
     def before(self) -> dict[str, Any]:
@@ -110,6 +121,7 @@ def train(
     resume: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "training",
+    feature_layers: Sequence[FeatureLayer] = (),
 ) -> tuple[nn.Module, TrainOutcome]:
     """Train `student` (changed in place) to match `teacher` on `train_data`; return the kept student and the outcome."""
     names = list(input_names)
@@ -129,11 +141,18 @@ def train(
     elif loss_fn.kinds[0] == "kl" and not loss_fn.uses_labels:
         notes.append("alpha is 1.0: trained on soft targets only, labels unused")
 
+    augment_mode = resolve_mode(settings.augment, val_data.batch(first_rows)[0])
+    flip = False
+    if augment_mode != "none":
+        flip, why = _decide_flip(settings.flip, teacher, val_data, names, settings.batch_size, teacher_device)
+        notes.append(f"augmented the training batches ({augment_mode}; the teacher labels the same views); {why}")
+    matcher = _feature_match(student, teacher, feature_layers, val_data, names, settings, notes)
     val_cache = TeacherCache.build(teacher, val_data, names, settings.batch_size, teacher_device)
     optimizer = build_optimizer(student, settings.optimizer, settings.lr, settings.weight_decay, settings.scale_lr)
     sample_count = len(train_data)
     per_epoch = steps_per_epoch(sample_count, settings.batch_size)
-    total_steps = settings.max_epochs * per_epoch if settings.max_epochs is not None else None
+    max_epochs = settings.epoch_limit(sample_count)
+    total_steps = max_epochs * per_epoch if max_epochs is not None else None
     budget = settings.minutes * 60.0 if settings.minutes is not None else None
 
     state = _fresh_state()
@@ -173,7 +192,7 @@ def train(
         return seconds
 
     try:
-        while settings.max_epochs is None or state["epoch"] < settings.max_epochs:
+        while max_epochs is None or state["epoch"] < max_epochs:
             epoch = state["epoch"]
             _set_train_mode(student, settings.batchnorm)
             tally = np.zeros(3)  # local sums: loss over samples, samples the student agreed on, samples
@@ -187,7 +206,7 @@ def train(
                 progress = max(done / total_steps if total_steps else 0.0, spent / budget if budget else 0.0)
                 scale_lr(optimizer, lr_factor(settings.schedule, progress))
                 tally += _step(
-                    model, student, teacher, train_data, shard(steps[step], world.rank, world.size), len(steps[step]),
+                    model, student, teacher, train_data, steps[step], (augment_mode, flip, epoch, step), matcher,
                     names, loss_fn, optimizer, settings, world, student_device, teacher_device,
                 )
                 state["step"] = step + 1
@@ -222,8 +241,13 @@ def train(
                 on_epoch_end(entry)
             if stopped_by == "time":
                 break
+            if finished_epoch and _out_of_patience(settings.patience, state["history"], world):
+                stopped_by = "patience"
+                break
     finally:
         bar.close()
+        if matcher is not None:
+            matcher.close()
         if undo_sharing is not None:
             undo_sharing()
 
@@ -241,6 +265,8 @@ def train(
         loss_kinds=loss_fn.kinds,
         best=state["best"]["entry"],
         notes=notes,
+        augment=augment_mode,
+        feature_layers=[layer.name for layer in matcher.layers] if matcher is not None else [],
     )
     return student, outcome
 
@@ -250,8 +276,9 @@ def _step(
     student: nn.Module,
     teacher: nn.Module,
     data: TrainData,
-    rows: np.ndarray,
-    global_count: int,
+    global_rows: np.ndarray,
+    where: tuple[str, bool, int, int],
+    matcher: FeatureMatch | None,
     names: list[str],
     loss_fn: DistillationLoss,
     optimizer: torch.optim.Optimizer,
@@ -260,13 +287,43 @@ def _step(
     student_device: torch.device,
     teacher_device: torch.device,
 ) -> np.ndarray:
-    """One optimisation step on this process's `rows`; returns its sums (loss, agreeing samples, samples)."""
-    inputs, labels = data.batch(rows)
-    with torch.no_grad():
-        teacher_out = [t.to(student_device).float() for t in forward(teacher, inputs, names, teacher_device)]
-    student_out = forward(model, inputs, names, student_device)
-    label_tensor = torch.from_numpy(labels).to(student_device) if labels is not None and loss_fn.uses_labels else None
+    """One optimisation step on this process's chunk of `global_rows` (augmented as `where` = (mode, flip,
+    epoch, step) says); returns its sums (loss, agreeing samples, samples)."""
+    mode, flip, epoch, step = where
+    global_count = len(global_rows)
+    mixed = None
+    if mode == "none":
+        rows = shard(global_rows, world.rank, world.size)
+        inputs, labels = data.batch(rows)
+    else:
+        all_inputs, all_labels = data.batch(global_rows)
+        batch = augment(all_inputs, mode, flip, settings.seed, epoch, step)
+        positions = chunk_positions(global_count, world.rank, world.size)
+        rows = positions
+        inputs = {name: array[positions] for name, array in batch.inputs.items()}
+        labels = None if all_labels is None else all_labels[positions]
+        mixed = (batch, all_labels, positions) if batch.mixed and all_labels is not None else None
+    if matcher is not None:
+        matcher.set_active(True)
+    try:
+        with torch.no_grad():
+            teacher_out = [t.to(student_device).float() for t in forward(teacher, inputs, names, teacher_device)]
+        student_out = forward(model, inputs, names, student_device)
+    finally:
+        if matcher is not None:
+            matcher.set_active(False)
+    label_tensor = None
+    if labels is not None and loss_fn.uses_labels:
+        if mixed is not None:
+            targets = mixed[0].label_targets(mixed[1], mixed[2], teacher_out[0].shape[1])
+            label_tensor = torch.from_numpy(targets).to(student_device)
+        else:
+            label_tensor = torch.from_numpy(labels).to(student_device)
     per_sample = loss_fn(student_out, teacher_out, label_tensor)
+    if matcher is not None and settings.feature_weight > 0:
+        feature_loss = matcher.loss(student_device)
+        if feature_loss is not None:
+            per_sample = per_sample + settings.feature_weight * feature_loss
     # Sum over the local chunk / global step size, times the process count: DDP's gradient mean
     # then equals the gradient of the mean loss over the whole global step.
     loss = per_sample.sum() * (world.size / global_count)
@@ -283,6 +340,87 @@ def _step(
     if loss_fn.kinds[0] == "kl":
         agreeing = float((student_out[0].argmax(1) == teacher_out[0].argmax(1)).sum())
     return np.array([float(per_sample.detach().sum()), agreeing, len(rows)])
+
+
+def _feature_match(
+    student: nn.Module,
+    teacher: nn.Module,
+    layers: Sequence[FeatureLayer],
+    val_data: TrainData,
+    names: list[str],
+    settings: TrainSettings,
+    notes: list[str],
+) -> FeatureMatch | None:
+    """Hooks for feature matching, with shapes checked and scales set on a held-out probe batch (None when off)."""
+    if not layers or settings.feature_weight <= 0:
+        return None
+    student_device = resolve_device(settings.student_device, "student_device")
+    teacher_device = resolve_device(settings.teacher_device, "teacher_device")
+    matcher = FeatureMatch.attach(student, teacher, layers)
+    probe, _ = val_data.batch(list(range(min(len(val_data), settings.batch_size))))
+    was_training = student.training
+    student.eval()
+
+    def run_both() -> None:
+        forward(teacher, probe, names, teacher_device)
+        forward(student, probe, names, student_device)
+
+    try:
+        notes.extend(matcher.calibrate(run_both))
+    finally:
+        student.train(was_training)
+    if not matcher.layers:
+        matcher.close()
+        return None
+    notes.append(f"matched the features of {', '.join(layer.name for layer in matcher.layers)} to the teacher's")
+    return matcher
+
+
+FLIP_AGREEMENT = 0.9
+"""`flip="auto"` mirrors images when the teacher's top-1 on mirrored held-out images agrees this often with its top-1
+on the originals (photos: yes; digits and text, whose mirror images mean something else: no); for outputs other
+than class logits, when the mean cosine between its outputs on mirrored and original images reaches it."""
+
+
+def _decide_flip(
+    setting: str, teacher: nn.Module, val_data: TrainData, names: list[str], batch_size: int, device: torch.device
+) -> tuple[bool, str]:
+    """Whether augmentation mirrors images, and why (for the notes)."""
+    if setting != "auto":
+        return setting == "on", f"flip {setting}"
+    inputs, _ = val_data.batch(list(range(min(len(val_data), batch_size))))
+    mirrored = {k: np.ascontiguousarray(v[..., ::-1]) if is_image_like(v) else v for k, v in inputs.items()}
+    with torch.no_grad():
+        plain, flipped = forward(teacher, inputs, names, device)[0], forward(teacher, mirrored, names, device)[0]
+    if plain.dim() == 2 and plain.shape[1] > 1:
+        agree = float((plain.argmax(1) == flipped.argmax(1)).float().mean())
+        if agree >= FLIP_AGREEMENT:
+            return True, f"flip on (the teacher agrees with itself on {agree:.0%} of mirrored held-out images)"
+        return False, f"flip off (the teacher's class changes on {1 - agree:.0%} of mirrored held-out images)"
+    # Other outputs (embeddings, maps): the teacher's outputs on mirrored images must point the same way.
+    cosine = float(torch.nn.functional.cosine_similarity(plain.flatten(1).float(), flipped.flatten(1).float()).mean())
+    if cosine >= FLIP_AGREEMENT:
+        return True, f"flip on (the teacher's outputs on mirrored held-out images have cosine {cosine:.2f})"
+    return False, f"flip off (the teacher's outputs on mirrored held-out images have cosine {cosine:.2f} only)"
+
+
+def _out_of_patience(patience: int | None, history: list[dict[str, Any]], world: World) -> bool:
+    """True when neither the held-out agreement nor the held-out loss reached a new best in the last `patience`
+    epochs (decided by rank 0 for every process). The loss counts too: on a few dozen held-out samples the
+    agreement moves in coarse steps while the student is still getting closer to the teacher."""
+    if patience is None:
+        return False
+    last = 0
+    for metric, sign in (("agreement", 1.0), ("loss", -1.0)):
+        values = [(sign * h[metric], -h["epoch"]) for h in history if h.get(metric) is not None]
+        if values:
+            last = max(last, -max(values)[1])
+    stop = history[-1]["epoch"] - last >= patience
+    if world.size > 1:
+        flag = torch.tensor([1 if stop else 0])
+        dist.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
 
 
 def teacher_on_device(teacher: nn.Module, device: torch.device) -> nn.Module:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from exporter.errors import CompressionError
 from exporter.training.settings import Rendezvous, TrainSettings
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from calibration.samples import SampleSet
     from exporter.passes.base import PassContext
+    from exporter.training.features import FeatureLayer
     from exporter.training.loop import TrainOutcome
 
 FIGURES = ("agreement", "accuracy", "cosine", "loss")
@@ -54,6 +55,7 @@ def run_recovery(
     checkpoint_dir: str | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    feature_layers: Sequence["FeatureLayer"] = (),
 ) -> RecoveryRun:
     """Train `model` (changed in place) to match `ctx.teacher`, in this process or under torchrun."""
     from exporter.training import ddp
@@ -83,7 +85,9 @@ def run_recovery(
                 notes.append(
                     f"no work folder or {flag}: checkpoints were temporary, so --resume had nothing to continue"
                 )
-        common = dict(checkpoint_dir=folder, checkpoint_flag=flag, resume=resume, desc=pass_name)
+        common = dict(
+            checkpoint_dir=folder, checkpoint_flag=flag, resume=resume, desc=pass_name, feature_layers=feature_layers
+        )
         if rendezvous.world_size == 1:
             student, outcome = train(
                 model, ctx.teacher, train_data, val_data, names, settings, on_epoch_end=on_epoch_end, **common
@@ -112,6 +116,8 @@ def run_recovery(
         "train_samples": len(train_set),
         "val_samples": len(val_set),
         "loss": list(outcome.loss_kinds),
+        "augment": outcome.augment,
+        "feature_layers": list(outcome.feature_layers),
         "checkpoint": str(folder / "checkpoint.pt") if checkpoint_dir or ctx.checkpoint_dir else None,
         "history": outcome.history,
     }

@@ -16,7 +16,10 @@ ENDPOINT_PATTERN = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 """A rendezvous endpoint: `host:port` (IPv6 hosts in brackets)."""
 
 DEFAULT_EPOCHS = 10
-"""Epochs when neither `epochs` nor a time budget is given."""
+"""Epochs when neither `epochs` nor a time budget is given (and at least this many with `target_samples`)."""
+
+MAX_AUTO_EPOCHS = 300
+"""The most epochs `target_samples` asks for (a handful of samples would otherwise ask for thousands)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,13 @@ class TrainSettings:
     divided by the L2 norm when `l1_normalized`), and `scale_lr` gives those scales their own
     learning rate. `keep` is `best` (the
     student with the best held-out figures, the untrained one included) or `last` (the student
-    after the final step, which `slim` needs: the penalty lowers agreement on purpose)."""
+    after the final step, which `slim` needs: the penalty lowers agreement on purpose).
+    `augment` (`auto`, `none`, `light`, `strong`; `flip` `on`, `off` or `auto`: mirrored images when the teacher's
+    class does not change on them) is the
+    augmentation of `augment.py`; `feature_weight` weighs the feature-matching loss (the layers
+    come with the run); `patience` stops the run after that many epochs without a better student.
+    `target_samples`, when set and neither `epochs` nor `minutes` is, sets the epochs so that
+    the student sees about that many samples (between DEFAULT_EPOCHS and MAX_AUTO_EPOCHS)."""
 
     epochs: int | None = None
     minutes: float | None = None
@@ -48,6 +57,11 @@ class TrainSettings:
     l1_normalized: bool = False
     scale_lr: float | None = None
     keep: str = "best"
+    augment: str = "none"
+    flip: str = "auto"
+    feature_weight: float = 0.0
+    patience: int | None = None
+    target_samples: int | None = None
     seed: int = 0
     teacher_device: str = "cpu"
     student_device: str = "cpu"
@@ -58,6 +72,13 @@ class TrainSettings:
         if self.epochs is not None:
             return self.epochs
         return DEFAULT_EPOCHS if self.minutes is None else None
+
+    def epoch_limit(self, sample_count: int) -> int | None:
+        """The epoch limit for `sample_count` training samples: `max_epochs`, or the `target_samples` rule."""
+        if self.epochs is None and self.minutes is None and self.target_samples:
+            wanted = -(-self.target_samples // max(sample_count, 1))
+            return min(max(wanted, DEFAULT_EPOCHS), MAX_AUTO_EPOCHS)
+        return self.max_epochs
 
     @classmethod
     def from_config(cls, config: Any, seed: int, **overrides: Any) -> "TrainSettings":

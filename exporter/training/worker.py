@@ -23,6 +23,7 @@ from exporter.errors import ExporterError
 from exporter.progress import set_progress
 from exporter.training.data import ArrayData
 from exporter.training.ddp import RESULT_NAME, load_module
+from exporter.training.features import FeatureLayer
 from exporter.training.loop import World, train
 from exporter.training.settings import TrainSettings
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_flag=spec["checkpoint_flag"],
             resume=bool(spec["resume"]),
             desc=spec["desc"],
+            feature_layers=[FeatureLayer.from_dict(layer) for layer in spec.get("feature_layers", [])],
         )
         if world.writes_files:
             temporary = job / (RESULT_NAME + ".tmp")
