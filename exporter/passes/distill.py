@@ -65,7 +65,7 @@ class DistillConfig(PassConfig):
     )
     flip: Literal["auto", "on", "off"] = setting(
         "auto",
-        "mirror images left-right when augmenting: auto = when the teacher's class stays the same on 90% of "
+        "mirror images left-right when augmenting: auto = when the teacher's class stays the same on 9 in 10 "
         "mirrored held-out images (photos yes; digits, text no)",
     )
     features: Literal["auto", "none"] = setting(
