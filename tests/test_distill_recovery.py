@@ -148,6 +148,30 @@ def test_flip_mirrors_about_half_the_images_and_can_be_switched_off(monkeypatch)
     assert 16 <= sum(mirrored) <= 48
 
 
+def test_flip_auto_asks_the_teacher_whether_mirrored_images_keep_their_class() -> None:
+    images = np.random.default_rng(3).random((32, 1, 12, 12), dtype=np.float32)
+    images[:16, :, :, :6] += 1.0  # the bright half says the class: left (0) for the first 16, right (1) for the rest
+    images[16:, :, :, 6:] += 1.0
+
+    def sided(batch: dict[str, np.ndarray]) -> torch.Tensor:  # a teacher that reads which side is bright
+        x = torch.from_numpy(batch["x"])
+        return torch.stack([x[..., :6].mean((1, 2, 3)), x[..., 6:].mean((1, 2, 3))], 1)
+
+    def symmetric(batch: dict[str, np.ndarray]) -> torch.Tensor:  # a teacher that ignores the side
+        x = torch.from_numpy(batch["x"])
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3))], 1)
+
+    flip, why = aug.decide_flip("auto", sided, {"x": images})
+    assert not flip and why == "flip off (the teacher's class changes on 100% of mirrored held-out images)"
+    flip, why = aug.decide_flip("auto", symmetric, {"x": images})
+    assert flip and why == "flip on (the teacher's class stays the same on 100% of mirrored held-out images)"
+    assert aug.decide_flip("on", sided, {"x": images}) == (True, "flip on")
+    assert aug.decide_flip("off", symmetric, {"x": images}) == (False, "flip off")
+    # A teacher of feature maps: the cosine between its outputs on mirrored and original images decides.
+    flip, why = aug.decide_flip("auto", lambda b: torch.from_numpy(b["x"][:, 0] - 0.5), {"x": images})
+    assert not flip and why.startswith("flip off (the teacher's outputs on mirrored held-out images have cosine ")
+
+
 def test_mixed_labels_are_distributions_over_the_two_samples_labels() -> None:
     images = np.random.default_rng(0).random((16, 1, 12, 12), dtype=np.float32)
     batch = aug.augment({"x": images}, "strong", True, seed=0, epoch=0, step=0)

@@ -22,7 +22,7 @@ sees exactly the views of a one-process run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -153,6 +153,34 @@ def _add_noise(x: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndar
         return x
     sigma = float(np.std(x)) * scale
     return (x + rng.standard_normal(x.shape).astype(x.dtype) * sigma).astype(x.dtype, copy=False)
+
+
+FLIP_AGREEMENT = 0.9
+"""`flip="auto"` mirrors images when the teacher's top-1 on mirrored held-out images agrees this often with its top-1
+on the originals (photos: yes; digits and text, whose mirror images mean something else: no); for outputs other
+than class logits, when the mean cosine between its outputs on mirrored and original images reaches it."""
+
+
+def decide_flip(
+    setting: str, run_teacher: Callable[[dict[str, np.ndarray]], torch.Tensor], probe: dict[str, np.ndarray]
+) -> tuple[bool, str]:
+    """Whether augmentation mirrors images (`setting` on, off, or auto: the FLIP_AGREEMENT rule on the
+    `probe` batch, with `run_teacher` giving the teacher's first output), and why, for the notes."""
+    if setting != "auto":
+        return setting == "on", f"flip {setting}"
+    mirrored = {k: np.ascontiguousarray(v[..., ::-1]) if is_image_like(v) else v for k, v in probe.items()}
+    with torch.no_grad():
+        plain, flipped = run_teacher(probe).float(), run_teacher(mirrored).float()
+    if plain.dim() == 2 and plain.shape[1] > 1:
+        agree = float((plain.argmax(1) == flipped.argmax(1)).float().mean())
+        if agree >= FLIP_AGREEMENT:
+            return True, f"flip on (the teacher's class stays the same on {agree:.0%} of mirrored held-out images)"
+        return False, f"flip off (the teacher's class changes on {1 - agree:.0%} of mirrored held-out images)"
+    # Other outputs (embeddings, maps): the teacher's outputs on mirrored images must point the same way.
+    cosine = float(F.cosine_similarity(plain.flatten(1), flipped.flatten(1)).mean())
+    if cosine >= FLIP_AGREEMENT:
+        return True, f"flip on (the teacher's outputs on mirrored held-out images have cosine {cosine:.2f})"
+    return False, f"flip off (the teacher's outputs on mirrored held-out images have cosine {cosine:.2f} only)"
 
 
 def chunk_positions(count: int, rank: int, world_size: int) -> np.ndarray:

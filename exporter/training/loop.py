@@ -41,7 +41,7 @@ from torch import nn
 from exporter.errors import CompressionError
 from exporter.progress import progress_bar
 from exporter.training import checkpoint as ckpt
-from exporter.training.augment import augment, chunk_positions, is_image_like, resolve_mode
+from exporter.training.augment import augment, chunk_positions, decide_flip, resolve_mode
 from exporter.training.data import TrainData, epoch_steps, shard, steps_per_epoch
 from exporter.training.devices import resolve_device
 from exporter.training.evaluate import TeacherCache, evaluate, forward, score
@@ -144,7 +144,8 @@ def train(
     augment_mode = resolve_mode(settings.augment, val_data.batch(first_rows)[0])
     flip = False
     if augment_mode != "none":
-        flip, why = _decide_flip(settings.flip, teacher, val_data, names, settings.batch_size, teacher_device)
+        probe, _ = val_data.batch(list(range(min(len(val_data), settings.batch_size))))
+        flip, why = decide_flip(settings.flip, lambda x: forward(teacher, x, names, teacher_device)[0], probe)
         notes.append(f"augmented the training batches ({augment_mode}; the teacher labels the same views); {why}")
     matcher = _feature_match(student, teacher, feature_layers, val_data, names, settings, notes)
     val_cache = TeacherCache.build(teacher, val_data, names, settings.batch_size, teacher_device)
@@ -374,34 +375,6 @@ def _feature_match(
         return None
     notes.append(f"matched the features of {', '.join(layer.name for layer in matcher.layers)} to the teacher's")
     return matcher
-
-
-FLIP_AGREEMENT = 0.9
-"""`flip="auto"` mirrors images when the teacher's top-1 on mirrored held-out images agrees this often with its top-1
-on the originals (photos: yes; digits and text, whose mirror images mean something else: no); for outputs other
-than class logits, when the mean cosine between its outputs on mirrored and original images reaches it."""
-
-
-def _decide_flip(
-    setting: str, teacher: nn.Module, val_data: TrainData, names: list[str], batch_size: int, device: torch.device
-) -> tuple[bool, str]:
-    """Whether augmentation mirrors images, and why (for the notes)."""
-    if setting != "auto":
-        return setting == "on", f"flip {setting}"
-    inputs, _ = val_data.batch(list(range(min(len(val_data), batch_size))))
-    mirrored = {k: np.ascontiguousarray(v[..., ::-1]) if is_image_like(v) else v for k, v in inputs.items()}
-    with torch.no_grad():
-        plain, flipped = forward(teacher, inputs, names, device)[0], forward(teacher, mirrored, names, device)[0]
-    if plain.dim() == 2 and plain.shape[1] > 1:
-        agree = float((plain.argmax(1) == flipped.argmax(1)).float().mean())
-        if agree >= FLIP_AGREEMENT:
-            return True, f"flip on (the teacher agrees with itself on {agree:.0%} of mirrored held-out images)"
-        return False, f"flip off (the teacher's class changes on {1 - agree:.0%} of mirrored held-out images)"
-    # Other outputs (embeddings, maps): the teacher's outputs on mirrored images must point the same way.
-    cosine = float(torch.nn.functional.cosine_similarity(plain.flatten(1).float(), flipped.flatten(1).float()).mean())
-    if cosine >= FLIP_AGREEMENT:
-        return True, f"flip on (the teacher's outputs on mirrored held-out images have cosine {cosine:.2f})"
-    return False, f"flip off (the teacher's outputs on mirrored held-out images have cosine {cosine:.2f} only)"
 
 
 def _out_of_patience(patience: int | None, history: list[dict[str, Any]], world: World) -> bool:
