@@ -8,7 +8,7 @@ counts, in float or int8. Registered models (`COST_MODELS`, one class each; add 
 - `int8-latency`: batch-1 kernel time in milliseconds measured on THIS CPU with onnxruntime. For every
   distinct layer signature, a one-layer ONNX model is built at the layer's real input shape for a
   handful of channel counts (the dimensions that can shrink, at about 1/8, 1/4, 1/2, 3/4 and all of
-  the full count), quantized QDQ U8S8 per-channel with onnxruntime's `quantize_static` (the target's
+  the full count, multiples of 16), quantized QDQ U8S8 per-channel with onnxruntime's `quantize_static` (the target's
   scheme, cpu-int8's by default), and profiled at one intra-op thread; only the layer's own kernel
   counts (QLinearConv, Conv...), not the Quantize/Dequantize/Transpose/Reorder nodes at the edges of
   the one-layer model, which a whole int8 model does not run between its layers. A layer whose
@@ -30,7 +30,7 @@ import json
 import math
 import os
 import platform
-import statistics
+import re
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -188,7 +188,7 @@ class MeasuredLatencyCost(CostModel):
     name = "int8-latency"
     unit = "ms"
 
-    def __init__(self, scheme: Any = None, cache_dir: Path | None = None, runs: int = 30) -> None:
+    def __init__(self, scheme: Any = None, cache_dir: Path | None = None, runs: int = 100) -> None:
         from targets.profile import QuantScheme
 
         self.scheme = scheme if scheme is not None and scheme.mode == "static" else QuantScheme(mode="static")
@@ -209,25 +209,30 @@ class MeasuredLatencyCost(CostModel):
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def prepare(self, resizings: list[Resizing], precisions: set[str]) -> None:
-        """Measure every (layer signature, counts, precision) point not in the cache, then save the cache."""
+        """Measure every (layer signature, counts, precision) point not in the cache, then save the cache.
+
+        The missing points of one layer and precision are measured together: one model holding every
+        variant side by side, so each profiled run times all of them and outside load hits them alike.
+        """
         from exporter.progress import progress_bar
 
         self.table = _read_cache(self.cache_path)
-        todo: dict[str, tuple[LayerShape, Precision]] = {}
+        batches: dict[tuple[str, str], dict[str, LayerShape]] = {}
         for r in resizings:
             for variant, precision in _points(r, precisions):
                 key = _key(variant, precision)
                 if key not in self.table:
-                    todo.setdefault(key, (variant, precision))
-        if not todo:
+                    batches.setdefault((r.layer.signature(), precision), {})[key] = variant
+        if not batches:
             return
-        bar = progress_bar("measuring layer latency", total=len(todo), unit="layer")
+        bar = progress_bar("measuring layer latency", total=sum(len(b) for b in batches.values()), unit="point")
         try:
             with tempfile.TemporaryDirectory(prefix="exporter-layer-cost-") as scratch:
-                for key, (variant, precision) in todo.items():
-                    self.table[key] = measure_layer_ms(variant, precision, self.scheme, Path(scratch), self.runs)
-                    self.measured += 1
-                    bar.update(1)
+                for (_, precision), variants in batches.items():
+                    times = measure_variants_ms(list(variants.values()), precision, self.scheme, Path(scratch), self.runs)
+                    self.table.update(zip(variants, times))
+                    self.measured += len(variants)
+                    bar.update(len(variants))
         finally:
             bar.close()
         _write_cache(self.cache_path, self.table)
@@ -260,10 +265,25 @@ class MeasuredLatencyCost(CostModel):
         if not known:
             raise KeyError(f"no measurements for {layer.name} along {axis}: call prepare() first")
         counts = np.array([c for c, _ in known], dtype=float)
-        times = np.maximum.accumulate(np.array([t for _, t in known]))
+        times = isotonic([t for _, t in known])
         if count <= counts[0]:
             return float(times[0] * count / counts[0])
         return float(np.interp(count, counts, times))
+
+
+def isotonic(values: list[float]) -> np.ndarray:
+    """The non-decreasing sequence closest to `values` in least squares (pool adjacent violators).
+
+    Measured kernel times are noisy; more channels are assumed never cheaper, and one slow outlier
+    should not lift every larger count (as a running maximum would).
+    """
+    blocks: list[list[float]] = []  # [mean, weight]
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, w1), (m2, w2) = blocks[-2], blocks.pop()
+            blocks[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2]
+    return np.array([m for m, w in blocks for _ in range(int(w))])
 
 
 def full_out_for(layer: LayerShape, in_channels: int) -> int:
@@ -272,14 +292,12 @@ def full_out_for(layer: LayerShape, in_channels: int) -> int:
 
 
 def candidate_counts(full: int) -> list[int]:
-    """The counts a dimension of size `full` is measured at: `FRACTIONS` of it, multiples of 8 when it allows."""
-    counts = set()
-    for f in FRACTIONS:
-        c = max(1, round(full * f))
-        if full >= 16:
-            c = max(8, round(c / 8) * 8)
-        counts.add(min(c, full))
-    return sorted(counts)
+    """The counts a dimension of size `full` is measured at: `FRACTIONS` of it, multiples of 16 (8) when it allows.
+
+    The multiples match the allocator's step (`speed_goal.SPEED_STEP`): counts between them are never chosen.
+    """
+    multiple = 16 if full >= 32 else 8 if full >= 16 else 1
+    return sorted({min(full, max(multiple, round(full * f / multiple) * multiple)) for f in FRACTIONS})
 
 
 def _points(r: Resizing, precisions: set[str]) -> list[tuple[LayerShape, Precision]]:
@@ -311,63 +329,76 @@ def _key(layer: LayerShape, precision: str) -> str:
     return f"{layer.signature()}|{precision}"
 
 
-def measure_layer_ms(layer: LayerShape, precision: Precision, scheme: Any, scratch: Path, runs: int = 30) -> float:
-    """Median batch-1 kernel ms of `layer` alone, float or quantized QDQ with `quantize_static` and `scheme`."""
+def measure_variants_ms(
+    variants: list[LayerShape], precision: Precision, scheme: Any, scratch: Path, runs: int = 100
+) -> list[float]:
+    """Batch-1 kernel ms of each layer in `variants`, float or quantized QDQ with `quantize_static` and `scheme`.
+
+    The variants sit side by side in one model (each with its own input); the profiler times each
+    one's kernels, and the mean of the fastest half of the runs is its figure (robust to outside load,
+    finer than the profiler's 1 us steps).
+    """
     import onnx
 
-    model, feed = _one_layer_onnx(layer)
-    stem = scratch / f"layer{len(list(scratch.iterdir()))}"
+    model, feed = _side_by_side_onnx(variants)
+    stem = scratch / f"layers{len(list(scratch.iterdir()))}"
     float_path = stem.with_suffix(".float.onnx")
     onnx.save(model, float_path)
     path = float_path
     if precision == "int8":
         path = stem.with_suffix(".int8.onnx")
         _quantize(float_path, path, feed, scheme)
-    return _profiled_kernel_ms(path, feed, runs)
+    per_variant = _profiled_ms(path, feed, len(variants), runs)
+    return [max(ms, 1e-6) for ms in per_variant]
 
 
-def _one_layer_onnx(layer: LayerShape) -> tuple[Any, dict[str, np.ndarray]]:
-    """A float ONNX model holding just `layer` (random weights), and a random batch-1 input for it."""
-    from onnx import TensorProto, helper, numpy_helper
+def _side_by_side_onnx(variants: list[LayerShape]) -> tuple[Any, dict[str, np.ndarray]]:
+    """A float ONNX model computing every layer of `variants` from its own input (random weights), and inputs."""
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(layer.input_shape).astype(np.float32)
-    inits, nodes = [], []
-    if layer.kind == "conv":
-        w = rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups, *layer.kernel)) * 0.1
-        inits.append(numpy_helper.from_array(w.astype(np.float32), "w"))
-        inputs = ["x", "w"]
-        if layer.bias:
-            inits.append(numpy_helper.from_array(np.zeros(layer.out_channels, np.float32), "b"))
-            inputs.append("b")
-        nodes.append(
-            helper.make_node(
-                "Conv", inputs, ["y"], name="layer", kernel_shape=list(layer.kernel), strides=list(layer.stride),
-                pads=[*layer.padding, *layer.padding], dilations=list(layer.dilation), group=layer.groups,
-            )  # fmt: skip
-        )
-    else:
-        w = rng.standard_normal((layer.out_channels, layer.in_channels)) * 0.1
-        inits.append(numpy_helper.from_array(w.astype(np.float32), "w"))
-        b = np.zeros(layer.out_channels, np.float32)
-        if len(layer.input_shape) == 2:
-            inputs = ["x", "w"] + (["b"] if layer.bias else [])
-            nodes.append(helper.make_node("Gemm", inputs, ["y"], name="layer", transB=1))
-        else:
-            inits[0] = numpy_helper.from_array(w.T.astype(np.float32).copy(), "w")
-            out = "y" if not layer.bias else "mm"
-            nodes.append(helper.make_node("MatMul", ["x", "w"], [out], name="layer"))
-            if layer.bias:
-                nodes.append(helper.make_node("Add", ["mm", "b"], ["y"], name="layer_bias"))
-        if layer.bias:
-            inits.append(numpy_helper.from_array(b, "b"))
-    graph = helper.make_graph(
-        nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(layer.input_shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
-    )  # fmt: skip
+    nodes, inits, inputs, outputs, feed = [], [], [], [], {}
+    for index, layer in enumerate(variants):
+        x, y = f"x{index}", f"y{index}"
+        feed[x] = rng.standard_normal(layer.input_shape).astype(np.float32)
+        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, list(layer.input_shape)))
+        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, None))
+        layer_nodes, layer_inits = _layer_nodes(layer, f"v{index}", x, y, rng)
+        nodes += layer_nodes
+        inits += layer_inits
+    graph = helper.make_graph(nodes, "layers", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    return model, {"x": x}
+    return model, feed
+
+
+def _layer_nodes(layer: LayerShape, name: str, x: str, y: str, rng: np.random.Generator) -> tuple[list, list]:
+    """ONNX nodes and initializers of one Conv (or Gemm / MatMul+Add) named `name`, from `x` to `y`."""
+    from onnx import helper, numpy_helper
+
+    def init(suffix: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value.astype(np.float32), f"{name}_{suffix}"))
+        return f"{name}_{suffix}"
+
+    inits: list = []
+    bias = np.zeros(layer.out_channels, np.float32)
+    if layer.kind == "conv":
+        w = rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups, *layer.kernel)) * 0.1
+        args = [x, init("w", w)] + ([init("b", bias)] if layer.bias else [])
+        node = helper.make_node(
+            "Conv", args, [y], name=name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+            pads=[*layer.padding, *layer.padding], dilations=list(layer.dilation), group=layer.groups,
+        )  # fmt: skip
+        return [node], inits
+    w = rng.standard_normal((layer.out_channels, layer.in_channels)) * 0.1
+    if len(layer.input_shape) == 2:
+        args = [x, init("w", w)] + ([init("b", bias)] if layer.bias else [])
+        return [helper.make_node("Gemm", args, [y], name=name, transB=1)], inits
+    product = f"{name}_mm" if layer.bias else y
+    nodes = [helper.make_node("MatMul", [x, init("w", w.T.copy())], [product], name=name)]
+    if layer.bias:
+        nodes.append(helper.make_node("Add", [product, init("b", bias)], [y], name=f"{name}_bias"))
+    return nodes, inits
 
 
 class _OneBatch:
@@ -391,8 +422,16 @@ def _quantize(float_path: Path, out_path: Path, feed: dict[str, np.ndarray], sch
         quantize_static(str(float_path), str(out_path), _OneBatch(feed), **args.quantize)
 
 
-def _profiled_kernel_ms(path: Path, feed: dict[str, np.ndarray], runs: int, warmup: int = 3) -> float:
-    """Median per-run sum of the kernels of `path` other than edge conversions, at one intra-op thread."""
+_VARIANT = re.compile(r"^[vyx](\d+)(_|$)")
+_SUFFIX = re.compile(r"(_token_\d+)+$")
+
+
+def _profiled_ms(path: Path, feed: dict[str, np.ndarray], count: int, runs: int, warmup: int = 5) -> list[float]:
+    """Per variant `v<i>`: mean over the fastest half of the runs of its kernels' summed time, one intra-op thread.
+
+    Kernels are matched to variants by name (`v3`, `v3_token_1`, `y3_nchwc`, ...); edge conversions
+    (Quantize/Dequantize/Transpose/Reorder) are left out, as a whole model does not run them between layers.
+    """
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="exporter-profile-") as scratch:
@@ -407,16 +446,23 @@ def _profiled_kernel_ms(path: Path, feed: dict[str, np.ndarray], runs: int, warm
         for _ in range(warmup + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
-    per_kernel: dict[str, list[float]] = {}
+    per_kernel: dict[tuple[int, str], list[float]] = {}
     for event in events:
-        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+        name = str(event.get("name", ""))
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
         if event.get("args", {}).get("op_name") in _EDGE_OPS:
             continue
-        per_kernel.setdefault(event["name"], []).append(event["dur"] / 1000.0)
-    if not per_kernel:
-        return 0.0
-    return sum(statistics.median(times[warmup:] or times) for times in per_kernel.values())
+        bare = _SUFFIX.sub("", name[: -len("_kernel_time")]).removesuffix("_nchwc")
+        match = _VARIANT.match(bare)
+        if match:
+            per_kernel.setdefault((int(match.group(1)), bare), []).append(event["dur"] / 1000.0)
+    totals = [0.0] * count
+    for (index, _), times in per_kernel.items():
+        kept = sorted(times[warmup:] or times)
+        fastest = kept[: max(1, len(kept) // 2)]
+        totals[index] += sum(fastest) / len(fastest)
+    return totals
 
 
 def cpu_model() -> str:

@@ -34,8 +34,9 @@ from exporter.passes._graph import (
 )
 from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
+from exporter.passes.prune_repair import compensate_removed_inputs, input_means, recalibrate_batchnorm
 from exporter.passes.layer_cost import CostModel, Precision, make_cost_model
-from exporter.passes.speed_goal import SpeedGoal, plan_for_speed
+from exporter.passes.speed_goal import SPEED_STEP, SpeedGoal, plan_for_speed
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
 
 
@@ -72,6 +73,12 @@ class PruneConfig(PassConfig):
         "32 calibration samples with that group alone pruned, measured at 4 counts per group) or importance "
         "(the normalised channel importance removed)",
     )
+    repair: Literal["auto", "none"] = setting(
+        "auto",
+        "after cutting, from up to 256 calibration samples (no labels, no training): move the removed inputs' mean "
+        "contribution into each consumer's bias and re-estimate BatchNorm statistics (auto: when there is "
+        "calibration data; none: cut only)",
+    )
     importance: Literal["l1", "l2", "bn_scale"] = setting(
         "l1", "how channels are ranked: l1 or l2 norm of each filter, or bn_scale (|gamma| of the BatchNorm after it)"
     )
@@ -91,7 +98,7 @@ class PruneConfig(PassConfig):
     round_to: int = setting(
         1,
         "keep every pruned layer's channel count a multiple of this; 8 keeps onnxruntime's int8 convs on fast "
-        "paths (with a speed goal, 1 means 8)",
+        "paths (with a speed goal, 1 means 16: onnxruntime's int8 depthwise convs run 2x slower at odd multiples of 8)",
     )
 
     def validate(self) -> None:
@@ -156,9 +163,18 @@ class Prune(CompressionPass):
         speed = _SpeedInputs(example, self._cost_model(ctx), _precision(ctx), {}, _probe_inputs(ctx, config))
         plan = _plan(model, graph, config, notes, speed)
         kept = {root: _select(scores, count, graph.spaces.groups[root]) for root, (scores, count) in plan.items()}
+        repair_batches = _repair_batches(ctx, config) if kept else None
+        if repair_batches:
+            compensated = compensate_removed_inputs(model, graph, kept, input_means(model, graph, repair_batches))
         changes = shrink(model, graph, kept)
         record_pruned_outputs(model, graph, kept)  # lineage: which original channels each layer kept
         _check_runs(model, example, reference)
+        if repair_batches:
+            norms = recalibrate_batchnorm(model, repair_batches)
+            notes.append(
+                f"repaired from {sum(len(b[0]) for b in repair_batches)} calibration samples: {len(compensated)} "
+                f"layer(s) took their removed inputs' mean into their bias, {norms} BatchNorm(s) re-estimated"
+            )
         skipped = [
             {"layer": layer, "reason": "; ".join(graph.spaces.reasons[root])}
             for root in graph.spaces.roots()
@@ -193,6 +209,20 @@ class _SpeedInputs:
     precision: Precision
     summary: dict[str, Any]
     probe: tuple[torch.Tensor, ...] | None = None
+
+
+def _repair_batches(ctx: PassContext, config: PruneConfig) -> list[tuple[torch.Tensor, ...]] | None:
+    """Up to 256 calibration samples in batches of at least 2 (BatchNorm statistics need two), or None."""
+    if config.repair == "none" or ctx.calib is None or len(ctx.calib) < 2:
+        return None
+    from calibration import iter_batches
+
+    samples = ctx.calib.subset(range(min(256, len(ctx.calib))))
+    batches = [
+        tuple(torch.from_numpy(batch.inputs[s.name]) for s in ctx.input_specs)
+        for batch in iter_batches(samples, ctx.input_specs, max(2, ctx.batch_size))
+    ]
+    return [b for b in batches if len(b[0]) >= 2]
 
 
 def _probe_inputs(ctx: PassContext, config: PruneConfig) -> tuple[torch.Tensor, ...] | None:
@@ -293,7 +323,7 @@ def _plan(
             plan[root] = (scores[root], keep)
     goal = config.speed_goal
     if goal is not None and speed.cost_model is not None:
-        step = 8 if config.round_to == 1 else config.round_to
+        step = SPEED_STEP if config.round_to == 1 else config.round_to
         allocation = plan_for_speed(
             model, speed.example, graph, {r: scores[r] for r in pooled},
             {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
