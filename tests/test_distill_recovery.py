@@ -129,6 +129,10 @@ def test_auto_augments_images_only() -> None:
     assert aug.resolve_mode("auto", {"ids": np.zeros((2, 1, 16, 16), np.int64)}) == "none"
     assert aug.resolve_mode("auto", {"tiny": np.zeros((2, 3, 4, 4), np.float32)}) == "none"
     assert aug.resolve_mode("strong", {"mels": np.zeros((2, 160, 40), np.float32)}) == "strong"
+    # A short run is not augmented unless asked: it would only slow the student down.
+    assert aug.resolve_mode("auto", {"x": np.zeros((2, 3, 32, 32), np.float32)}, epochs=19) == "none"
+    assert aug.resolve_mode("auto", {"x": np.zeros((2, 3, 32, 32), np.float32)}, epochs=20) == "light"
+    assert aug.resolve_mode("light", {"x": np.zeros((2, 3, 32, 32), np.float32)}, epochs=3) == "light"
     # A sequence input gets gentle noise only: no crop, no mixing.
     mels = np.random.default_rng(0).standard_normal((4, 160, 40)).astype(np.float32)
     noisy = aug.augment({"mels": mels}, "light", True, seed=0, epoch=0, step=0)
@@ -304,14 +308,14 @@ def test_two_processes_distill_a_lifted_pruned_graph_like_one(teacher, digits, m
     program = lift(capture(copy.deepcopy(teacher), ctx.example_inputs))
     pruned, _ = run_pass("prune", program, ctx, ratio=0.5)
     assert isinstance(pruned, torch.fx.GraphModule) and kept_channels(pruned)
-    settings = {"epochs": 2, "batch_size": 32, "lr": 2e-3}
+    settings = {"epochs": 2, "batch_size": 32, "lr": 2e-3, "augment": "light"}
     one, one_record = run_pass("distill", pruned, ctx, **settings)
     two, two_record = run_pass("distill", pruned, ctx, nproc=2, **settings)
     assert two_record.summary["world_size"] == 2
     # Augmentation and feature matching travelled to the workers: the same views, layers and student.
     for key in ("augment", "feature_layers", "samples_seen"):
         assert two_record.summary[key] == one_record.summary[key]
-    assert one_record.summary["feature_layers"] == ["bn1", "bn2", "bn3"]
+    assert one_record.summary["feature_layers"] == ["bn1", "bn2", "bn3"] and one_record.summary["augment"] == "light"
     one_state, two_state = one.state_dict(), two.state_dict()
     assert max(float((one_state[k] - pruned.state_dict()[k]).abs().max()) for k in one_state) > 1e-2
     assert max(float((one_state[k] - two_state[k]).abs().max()) for k in one_state) < 1e-4

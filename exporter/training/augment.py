@@ -12,7 +12,10 @@ batch), so no labels are needed and any view is a valid training example. Rules,
 - other float inputs (sequences, audio, feature vectors): only `light`/`strong` noise (gentle, no
   crop or mixup: a blended recurrent state or token stream is not a plausible input);
 - integer inputs (token ids, indices) are never changed.
-`auto` is `light` when the model has an image-like input and `none` otherwise.
+`auto` is `light` when the model has an image-like input and the run is long (at least
+`AUTO_MIN_EPOCHS` epochs, or a time budget), `none` otherwise: augmentation fights over-fitting
+a few samples seen many times, and in a short run it only slows the student down (pruned digits
+CNN, 240 samples: 0.72 vs 0.77 agreement after 12 epochs, equal after 100).
 
 Randomness comes only from `numpy.random.default_rng([seed, epoch, step])` drawn over the whole
 global batch, which every process augments before taking its own chunk: a run with N processes
@@ -31,6 +34,9 @@ import torch.nn.functional as F
 AUGMENT_MODES = ("auto", "none", "light", "strong")
 MIN_IMAGE_SIDE = 8
 """Height and width an input needs to be cropped and flipped as an image."""
+
+AUTO_MIN_EPOCHS = 20
+"""`auto` augments runs of at least this many epochs (or limited by time only)."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,13 @@ def is_image_like(array: np.ndarray) -> bool:
     )
 
 
-def resolve_mode(mode: str, sample_inputs: dict[str, np.ndarray]) -> str:
-    """`mode`, with `auto` turned into `light` (some input is image-like) or `none`."""
+def resolve_mode(mode: str, sample_inputs: dict[str, np.ndarray], epochs: int | None = None) -> str:
+    """`mode`, with `auto` turned into `light` (some input is image-like and `epochs`, the run's epoch
+    limit, is None or at least AUTO_MIN_EPOCHS) or `none`."""
     if mode != "auto":
         return mode
-    return "light" if any(is_image_like(a) for a in sample_inputs.values()) else "none"
+    long_run = epochs is None or epochs >= AUTO_MIN_EPOCHS
+    return "light" if long_run and any(is_image_like(a) for a in sample_inputs.values()) else "none"
 
 
 @dataclass

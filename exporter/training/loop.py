@@ -141,7 +141,7 @@ def train(
     elif loss_fn.kinds[0] == "kl" and not loss_fn.uses_labels:
         notes.append("alpha is 1.0: trained on soft targets only, labels unused")
 
-    augment_mode = resolve_mode(settings.augment, val_data.batch(first_rows)[0])
+    augment_mode = resolve_mode(settings.augment, val_data.batch(first_rows)[0], settings.epoch_limit(len(train_data)))
     flip = False
     if augment_mode != "none":
         probe, _ = val_data.batch(list(range(min(len(val_data), settings.batch_size))))
