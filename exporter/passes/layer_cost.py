@@ -510,3 +510,46 @@ def make_cost_model(name: str, scheme: Any = None) -> CostModel:
     """The registered cost model called `name`; `scheme` is the target's quantization (int8-latency)."""
     cls = COST_MODELS.get(name)
     return cls(scheme=scheme) if cls is MeasuredLatencyCost else cls()
+
+
+@dataclass(frozen=True)
+class WholeModelTiming:
+    """Batch-1 wall time of the whole model on this CPU in float and in int8 (interleaved, one thread), ms."""
+
+    float_ms: float
+    int8_ms: float
+
+
+def whole_model_ms(model: nn.Module, specs: list[Any], scheme: Any, feeds: list[dict[str, np.ndarray]]) -> WholeModelTiming:
+    """Export `model` to ONNX, quantize it like the layers (QDQ, `scheme`), and time both at batch 1.
+
+    The layer costs count only Conv/Linear kernels; the ratio of these wall times to the summed layer
+    costs calibrates the estimate for everything else (activations' Q/DQ, additions, pooling, dispatch).
+    Raises whatever export or onnxruntime raise; the caller treats a failure as "no calibration".
+    """
+    from onnxruntime.quantization import quantize_static
+
+    from exporter.onnx_export import export_onnx
+    from exporter.quantizers.static import ort_static_arguments, preprocess_for_quantization
+    from exporter.quiet import quiet_onnxruntime
+    from exporter.runtime import interleaved_latency_ms, session_for
+
+    with tempfile.TemporaryDirectory(prefix="exporter-whole-model-") as scratch:
+        float_path, pre_path, int8_path = (Path(scratch) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
+        export_onnx(model, specs, float_path, opset=18, dynamic_batch=True)
+        preprocess_for_quantization(float_path, pre_path)
+
+        class Reader:
+            def __init__(self) -> None:
+                self.items = list(feeds)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return self.items.pop() if self.items else None
+
+        with quiet_onnxruntime():
+            quantize_static(str(pre_path), str(int8_path), Reader(), **ort_static_arguments(scheme).quantize)
+        sessions = {"float": session_for(float_path), "int8": session_for(int8_path)}
+        feed = {k: v[:1] for k, v in feeds[0].items()}
+        calls = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
+        times = interleaved_latency_ms(calls, warmup=10, repeats=200, budget_s=20.0)
+    return WholeModelTiming(times["float"], times["int8"])

@@ -35,7 +35,7 @@ from exporter.passes._graph import (
 from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
 from exporter.passes.prune_repair import compensate_removed_inputs, input_means, recalibrate_batchnorm
-from exporter.passes.layer_cost import CostModel, Precision, make_cost_model
+from exporter.passes.layer_cost import CostModel, MeasuredLatencyCost, Precision, make_cost_model, whole_model_ms
 from exporter.passes.speed_goal import SPEED_STEP, SpeedGoal, plan_for_speed
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
 
@@ -160,7 +160,9 @@ class Prune(CompressionPass):
         with torch.no_grad():
             reference = _shapes(model(*example))
         notes: list[str] = []
-        speed = _SpeedInputs(example, self._cost_model(ctx), _precision(ctx), {}, _probe_inputs(ctx, config))
+        speed = _SpeedInputs(
+            example, self._cost_model(ctx), _precision(ctx), {}, _probe_inputs(ctx, config), ctx.input_specs,
+        )  # fmt: skip
         plan = _plan(model, graph, config, notes, speed)
         kept = {root: _select(scores, count, graph.spaces.groups[root]) for root, (scores, count) in plan.items()}
         repair_batches = _repair_batches(ctx, config) if kept else None
@@ -209,6 +211,23 @@ class _SpeedInputs:
     precision: Precision
     summary: dict[str, Any]
     probe: tuple[torch.Tensor, ...] | None = None
+    specs: list[Any] | None = None
+
+    def whole_model(self, model: nn.Module, notes: list[str]) -> Any:
+        """A callable timing the whole original model (float and int8) for a measured cost model, else None."""
+        if not isinstance(self.cost_model, MeasuredLatencyCost) or not self.specs:
+            return None
+        inputs = self.probe if self.probe is not None else self.example
+        feeds = [{s.name: t[i : i + 1].numpy() for s, t in zip(self.specs, inputs)} for i in range(min(8, len(inputs[0])))]
+
+        def timing() -> Any:
+            try:
+                return whole_model_ms(model, self.specs, self.cost_model.scheme, feeds)
+            except Exception as exc:  # export or onnxruntime: estimate from the layers alone
+                notes.append(f"whole-model calibration skipped ({type(exc).__name__}: {str(exc)[:200]})")
+                return None
+
+        return timing
 
 
 def _repair_batches(ctx: PassContext, config: PruneConfig) -> list[tuple[torch.Tensor, ...]] | None:
@@ -329,6 +348,7 @@ def _plan(
             {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
             goal, speed.cost_model, speed.precision,
             _output_error(model, graph, scores, speed.probe) if speed.probe is not None else None,
+            speed.whole_model(model, notes),
         )  # fmt: skip
         plan.update({root: (scores[root], keep) for root, keep in allocation.keep.items()})
         speed.summary.update(allocation.summary())

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from exporter.passes._channels import ChannelGraph, Layout
-from exporter.passes.layer_cost import CostModel, LayerShape, Precision, Resizing
+from exporter.passes.layer_cost import CostModel, LayerShape, Precision, Resizing, WholeModelTiming
 
 SPEED_STEP = 16
 """Default channel multiple under a speed goal. Measured with onnxruntime 1.32 on this Xeon (AVX-512 VNNI), batch 1:
@@ -146,6 +146,8 @@ class Allocation:
     steps: int
     groups: list[dict[str, Any]]
     criterion: str = "normalised channel importance lost"
+    layer_sums: tuple[float, float, float] | None = None
+    """Without whole-model calibration: None. With it: the summed layer costs (original float, unpruned, after)."""
 
     @property
     def reached(self) -> bool:
@@ -163,6 +165,7 @@ class Allocation:
             f"estimated_after_{self.unit}": _round(self.estimated_cost),
             "estimated_speedup_vs_float": _round(self.original_float_cost / max(self.estimated_cost, 1e-12)),
             "goal_reached": self.reached,
+            "calibrated_by_whole_model": self.layer_sums is not None,
             "allocation_steps": self.steps,
             "group_keep": self.groups,
         }
@@ -176,6 +179,12 @@ class Allocation:
             "per-group channel counts chosen greedily: each step shrinks the group whose next step saves the most "
             f"estimated cost per unit of {self.criterion} (NetAdapt-style), then regrows groups while the goal holds",
         ]
+        if self.layer_sums is not None:
+            f, u, a = (_round(v) for v in self.layer_sums)
+            lines.append(
+                f"estimates calibrated by timing the whole original model (float and int8) on this CPU: the Conv/Linear "
+                f"kernels alone sum to {f} {self.unit} float, {u} unpruned and {a} after pruning"
+            )
         if not self.reached:
             lines.append(
                 "every group reached its floor (1/8 of its channels, rounded to the step) or saves nothing more: "
@@ -203,8 +212,14 @@ def allocate(
     cost_model: CostModel,
     precision: Precision,
     producers: dict[int, list[str]],
+    whole: WholeModelTiming | None = None,
 ) -> Allocation:
-    """Keep counts per group in `groups` that meet `goal`, with `fixed_keep` groups held at their counts."""
+    """Keep counts per group in `groups` that meet `goal`, with `fixed_keep` groups held at their counts.
+
+    `whole`: measured wall times of the whole original model; the summed layer costs are then scaled
+    by (wall time / summed layer costs) of the original, per precision, so that what the layers do not
+    count (activation Q/DQ, additions, pooling, dispatch) is counted in proportion.
+    """
     for index, layer in enumerate(layers):
         for root in layer.inputs.roots() | layer.outputs.roots():
             if root in groups:
@@ -212,7 +227,9 @@ def allocate(
     full: dict[int, int] = {}
     original = sum(layer.cost(cost_model, full, "float") for layer in layers)
     unpruned = sum(layer.cost(cost_model, full, precision) for layer in layers)
-    target = goal.target(original)
+    scale_float = whole.float_ms / original if whole and original > 0 else 1.0
+    scale = (whole.int8_ms / unpruned if precision == "int8" else whole.float_ms / original) if whole and unpruned > 0 else 1.0
+    target = goal.target(original * scale_float) / scale
     keep = {**fixed_keep, **{root: g.size for root, g in groups.items()}}
     current = [layer.cost(cost_model, keep, precision) for layer in layers]
     steps = 0
@@ -285,10 +302,11 @@ def allocate(
         cost_model=cost_model.name,
         unit=cost_model.unit,
         keep={root: keep[root] for root, g in groups.items() if keep[root] < g.size},
-        original_float_cost=original,
-        unpruned_cost=unpruned,
-        target_cost=target,
-        estimated_cost=total,
+        original_float_cost=original * scale_float,
+        unpruned_cost=unpruned * scale,
+        target_cost=target * scale,
+        estimated_cost=total * scale,
+        layer_sums=(original, unpruned, total) if whole else None,
         steps=steps,
         groups=rows,
         criterion=(
@@ -358,12 +376,14 @@ def plan_for_speed(
     cost_model: CostModel,
     precision: Precision,
     output_error: Callable[[int, int], float] | None = None,
+    whole_model: Callable[[], WholeModelTiming] | None = None,
 ) -> Allocation:
     """Measure (or look up) the layer costs, then allocate keep counts to the groups in `scores`.
 
     `steps`: each group's rounding step; `fixed_keep`: groups whose count is already decided
     (a `layer_ratios` override), counted at that count. `output_error(root, keep)`: the model's
     output error with only that group pruned to `keep` (None: weigh by channel importance only).
+    `whole_model()`: wall times of the whole original model, to calibrate the estimate (see `allocate`).
     """
     from exporter.passes.layer_cost import layer_shapes
 
@@ -375,7 +395,8 @@ def plan_for_speed(
     if output_error is not None:
         measure_curves(groups, output_error)
     producers = {root: list(graph.spaces.producers[root]) for root in scores}
-    return allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers)
+    whole = whole_model() if whole_model is not None else None
+    return allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers, whole)
 
 
 CURVE_FRACTIONS = (0.75, 0.5, 0.25, 0.0)

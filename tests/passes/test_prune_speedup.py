@@ -274,3 +274,23 @@ def test_speed_goal_on_a_lifted_program_with_a_hard_coded_reshape() -> None:
         assert pruned(torch.randn(5, 3, 16, 16)).shape == (5, 10)
     groups = {g["layers"]: g for g in record.summary["group_keep"]}
     assert set(groups) == {"conv1.0", "conv2.0"} and all(g["output_error"] is not None for g in groups.values())
+
+
+def test_measured_latency_goal_runs_end_to_end_and_reports_its_estimates(tmp_path: Path, monkeypatch) -> None:
+    """Structure only (no timing is asserted): the measured cost model, its cache and the whole-model calibration."""
+    monkeypatch.setenv("EXPORTER_CACHE_DIR", str(tmp_path))
+    model, inputs = mobilenet()
+    pruned, record = prune(model, inputs, speedup=1.5)  # cost int8-latency is the default
+    summary = record.summary
+    assert summary["cost_model"] == "int8-latency" and summary["calibrated_by_whole_model"] is True
+    for key in ("estimated_float_original_ms", "estimated_unpruned_ms", "target_ms", "estimated_after_ms"):
+        assert summary[key] > 0
+    assert summary["target_ms"] == pytest.approx(summary["estimated_float_original_ms"] / 1.5, rel=1e-3)
+    assert summary["goal_reached"] is (summary["estimated_after_ms"] <= summary["target_ms"] * (1 + 1e-6))
+    assert list(tmp_path.glob("layer-latency-*.json"))
+    for name, layer in convs(pruned).items():
+        before = convs(model)[name]
+        if isinstance(layer, nn.Conv2d) and layer.out_channels != before.out_channels:
+            assert layer.out_channels % 16 == 0
+    assert pruned(*inputs).shape == (2, 10)
+    assert any("calibrated by timing the whole original model" in n for n in record.notes)
