@@ -20,7 +20,9 @@ counts, in float or int8. Registered models (`COST_MODELS`, one class each; add 
   `$EXPORTER_CACHE_DIR` (default `~/.cache/exporter`), `layer-latency-<key>.json`.
 
 Neither model sees activations, additions, pooling or the per-node dispatch overhead: the figure is
-the cost of the weight layers, which is what pruning changes.
+the cost of the weight layers, which is what pruning changes. For the measured model, `whole_model_ms`
+times the whole original model once (float and int8 ONNX) so the allocator can scale the layer sums
+to real wall time (`speed_goal.allocate`).
 """
 
 from __future__ import annotations

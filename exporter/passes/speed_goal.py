@@ -12,7 +12,10 @@ step saves the most estimated cost per unit of importance lost is shrunk. Import
 normalised per group (divided by the group's mean), so one average channel costs 1 everywhere.
 Shrinking a group changes every layer that writes or reads it (an expansion conv, the depthwise conv
 after it, the projection reading it), so the saving a step buys is the change of all of them.
-If no group can shrink further, the goal is reported as not reached, with the best estimate.
+If no group can shrink further, the goal is reported as not reached, with the best estimate. The
+last step may overshoot; groups then regrow, the most loss restored per unit of cost first, while the
+goal still holds. With a measured cost model, the layer sums are scaled to the whole original
+model's measured wall time in each precision, so what the layers leave out counts in proportion.
 """
 
 from __future__ import annotations
