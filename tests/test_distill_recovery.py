@@ -304,9 +304,10 @@ def test_default_epochs_suit_a_few_hundred_samples() -> None:
 
 def test_two_processes_distill_a_lifted_pruned_graph_like_one(teacher, digits, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    ctx = context(teacher, digits, 160)
-    program = lift(capture(copy.deepcopy(teacher), ctx.example_inputs))
-    pruned, _ = run_pass("prune", program, ctx, ratio=0.5)
+    # As in the pipeline: student and teacher are both lifted graphs of the captured program.
+    program = capture(copy.deepcopy(teacher), (torch.zeros(2, 1, 16, 16),))
+    ctx = context(lift(program), digits, 160)
+    pruned, _ = run_pass("prune", lift(program), ctx, ratio=0.5)
     assert isinstance(pruned, torch.fx.GraphModule) and kept_channels(pruned)
     settings = {"epochs": 2, "batch_size": 32, "lr": 2e-3, "augment": "light"}
     one, one_record = run_pass("distill", pruned, ctx, **settings)
