@@ -255,6 +255,12 @@ def test_features_of_a_pruned_student_line_up_with_the_teachers_kept_channels(te
     conv1 = FeatureLayer("conv1", tuple(kept_channels(pruned)["conv1"]))
     assert _feature_loss(pruned, teacher, [conv1], x) < 1e-10
     assert _feature_loss(pruned, teacher, layers[2:], x) > 0.05
+    # BatchNorms folded into the convs after pruning: a conv's output is no longer the teacher's conv output.
+    folded, _ = run_pass("fold_bn", pruned, context(teacher, digits, 64))
+    assert choose_layers(folded, teacher, kept_channels(folded)) == (
+        [], ["feature matching off: normalisation layers were folded into the pruned convs, whose outputs are then "
+             "not the teacher's"],
+    )
     evenly = choose_layers(pruned, teacher, kept_channels(pruned), limit=2)[0]
     assert [layer.name for layer in evenly] == ["bn2", "bn3"]  # evenly spaced, ending with the deepest
 

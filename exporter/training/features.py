@@ -3,7 +3,9 @@
 Which layers (`choose_layers`): the layers pruning cut (the lineage `passes._lineage.kept_channels`
 records) that exist as modules under the same name in both the student and the teacher,
 normalisation layers preferred (a BatchNorm's output is the conv's output after its BN); at most
-`limit` of them, evenly spaced in module order and ending with the deepest one. A layer whose
+`limit` of them, evenly spaced in module order and ending with the deepest one. When the student
+has fewer normalisation layers than the teacher (`fold_bn` merged them into the convs), a conv's
+output is no longer the teacher's conv output, so only normalisation layers are matched. A layer whose
 student output is not the teacher's output at the kept channels (checked on a probe batch) is
 dropped and named in a note.
 
@@ -62,7 +64,13 @@ def choose_layers(
             f"feature matching off: the teacher has no layer named {missing[0]!r}"
         )
     norms = [n for n in shared if isinstance(_module(student, n), NORMALIZATION)]
-    candidates = norms or shared
+    folded = _count(teacher, NORMALIZATION) > _count(student, NORMALIZATION)
+    if folded and not norms and shared:
+        notes.append(
+            "feature matching off: normalisation layers were folded into the pruned convs, whose outputs are "
+            "then not the teacher's"
+        )
+    candidates = norms if norms or folded else shared
     count = min(limit, len(candidates))
     picked = [candidates[round((i + 1) * len(candidates) / count) - 1] for i in range(count)] if count else []
     return [FeatureLayer(name, tuple(lineage[name])) for name in dict.fromkeys(picked)], notes
@@ -156,6 +164,10 @@ class FeatureMatch:
 
 def _select(output: torch.Tensor, kept: Sequence[int]) -> torch.Tensor:
     return output.index_select(1, torch.as_tensor(list(kept), device=output.device))
+
+
+def _count(model: nn.Module, kinds: tuple[type, ...]) -> int:
+    return sum(1 for module in model.modules() if isinstance(module, kinds))
 
 
 def _module(model: nn.Module, name: str) -> nn.Module | None:
