@@ -328,3 +328,20 @@ def test_two_processes_distill_a_lifted_pruned_graph_like_one(teacher, digits, m
     assert max(float((one_state[k] - two_state[k]).abs().max()) for k in one_state) < 1e-4
     losses = lambda record: [h["train_loss"] for h in record.summary["history"][1:]]  # noqa: E731
     assert losses(two_record) == pytest.approx(losses(one_record), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"patience": 0}, "bad distill patience 0: expected 1 or more epochs, or none"),
+        ({"feature_weight": -0.5}, "bad distill feature_weight -0.5: expected 0 or more"),
+        ({"feature_layers": 0}, "bad distill feature_layers 0: expected 1 or more"),
+        ({"augment": "heavy"}, "bad value 'heavy' for distill.augment: expected one of auto, none, light, strong"),
+        ({"flip": "yes"}, "bad value 'yes' for distill.flip: expected one of auto, on, off"),
+    ],
+)
+def test_bad_recovery_settings_are_one_line_plan_errors(settings, message) -> None:
+    from exporter.errors import PlanError
+
+    with pytest.raises(PlanError, match=message):
+        PASSES.get("distill").Config.from_dict(settings, "distill")

@@ -131,7 +131,8 @@ class FeatureMatch:
         notes, kept_layers = [], []
         for layer in self.layers:
             s, t = got_s.get(layer.name), got_t.get(layer.name)
-            teacher_part = _select(t, layer.kept) if t is not None and t.dim() > 1 and max(layer.kept) < t.shape[1] else None
+            fits = t is not None and t.dim() > 1 and bool(layer.kept) and max(layer.kept) < t.shape[1]
+            teacher_part = _select(t, layer.kept) if fits else None
             if s is None or teacher_part is None or s.shape != teacher_part.shape:
                 notes.append(f"feature matching skips {layer.name}: its output does not line up with the teacher's kept channels")
                 continue
