@@ -294,3 +294,8 @@ def test_measured_latency_goal_runs_end_to_end_and_reports_its_estimates(tmp_pat
             assert layer.out_channels % 16 == 0
     assert pruned(*inputs).shape == (2, 10)
     assert any("calibrated by timing the whole original model" in n for n in record.notes)
+    # A budget in ms instead of a factor: the budget is the target; the layer table comes from the cache.
+    budget = round(summary["estimated_unpruned_ms"] * 0.8, 4)
+    _, by_budget = prune(model, inputs, latency_ms=budget)
+    assert by_budget.summary["target_ms"] == pytest.approx(budget, rel=1e-3)
+    assert "latency <= " in by_budget.summary["speed_goal"]
