@@ -149,6 +149,8 @@ class Allocation:
     steps: int
     groups: list[dict[str, Any]]
     criterion: str = "normalised channel importance lost"
+    float_after: float | None = None
+    """The pruned model's estimated cost in float (None when float is the deployed precision)."""
     layer_sums: tuple[float, float, float] | None = None
     """Without whole-model calibration: None. With it: the summed layer costs (original float, unpruned, after)."""
 
@@ -168,6 +170,7 @@ class Allocation:
             f"estimated_after_{self.unit}": _round(self.estimated_cost),
             "estimated_speedup_vs_float": _round(self.original_float_cost / max(self.estimated_cost, 1e-12)),
             "goal_reached": self.reached,
+            f"estimated_after_in_float_{self.unit}": None if self.float_after is None else _round(self.float_after),
             "calibrated_by_whole_model": self.layer_sums is not None,
             "allocation_steps": self.steps,
             "group_keep": self.groups,
@@ -187,6 +190,11 @@ class Allocation:
             lines.append(
                 f"estimates calibrated by timing the whole original model (float and int8) on this CPU: the Conv/Linear "
                 f"kernels alone sum to {f} {self.unit} float, {u} unpruned and {a} after pruning"
+            )
+        if self.float_after is not None and self.float_after < self.estimated_cost and self.unit == "ms":
+            lines.append(
+                f"the pruned model is estimated faster in float ({_round(self.float_after)} ms) than in int8 "
+                f"({_round(self.estimated_cost)} ms) on this CPU: compare with --target cpu-fp32"
             )
         if not self.reached:
             lines.append(
@@ -282,6 +290,7 @@ def allocate(
         move(*best[1:])
         steps += 1
     total = sum(current)
+    in_float = sum(layer.cost(cost_model, keep, "float") for layer in layers) * scale_float
     saved = {}
     for root, group in groups.items():
         before = sum(layers[i].cost(cost_model, {**keep, root: group.size}, precision) for i in group.layers)
@@ -310,6 +319,7 @@ def allocate(
         target_cost=target * scale,
         estimated_cost=total * scale,
         layer_sums=(original, unpruned, total) if whole else None,
+        float_after=in_float if precision != "float" else None,
         steps=steps,
         groups=rows,
         criterion=(
@@ -393,7 +403,7 @@ def plan_for_speed(
     shapes = layer_shapes(model, example_inputs)
     varying = set(scores) | set(fixed_keep)
     layers = costed_layers(graph, shapes, varying)
-    cost_model.prepare(resizings(layers), {precision})
+    cost_model.prepare(resizings(layers), {precision, "float"})  # float too: is the pruned model faster in float?
     groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
     if output_error is not None:
         measure_curves(groups, output_error)
