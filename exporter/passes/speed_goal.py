@@ -21,6 +21,7 @@ model's measured wall time in each precision, so what the layers leave out count
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,6 +152,7 @@ class Allocation:
     criterion: str = "normalised channel importance lost"
     float_after: float | None = None
     """The pruned model's estimated cost in float (None when float is the deployed precision)."""
+    seconds: dict[str, float] = field(default_factory=dict)
     layer_sums: tuple[float, float, float] | None = None
     """Without whole-model calibration: None. With it: the summed layer costs (original float, unpruned, after)."""
 
@@ -173,6 +175,7 @@ class Allocation:
             f"estimated_after_in_float_{self.unit}": None if self.float_after is None else _round(self.float_after),
             "calibrated_by_whole_model": self.layer_sums is not None,
             "allocation_steps": self.steps,
+            **self.seconds,
             "group_keep": self.groups,
         }
 
@@ -400,16 +403,31 @@ def plan_for_speed(
     """
     from exporter.passes.layer_cost import layer_shapes
 
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = round(now - clock, 2)
+        clock = now
+
     shapes = layer_shapes(model, example_inputs)
     varying = set(scores) | set(fixed_keep)
     layers = costed_layers(graph, shapes, varying)
     cost_model.prepare(resizings(layers), {precision, "float"})  # float too: is the pruned model faster in float?
+    lap("seconds_layer_costs")
     groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
     if output_error is not None:
         measure_curves(groups, output_error)
+    lap("seconds_sensitivity")
     producers = {root: list(graph.spaces.producers[root]) for root in scores}
     whole = whole_model() if whole_model is not None else None
-    return allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers, whole)
+    lap("seconds_whole_model")
+    allocation = allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers, whole)
+    lap("seconds_allocation")
+    allocation.seconds = seconds
+    return allocation
 
 
 CURVE_FRACTIONS = (0.75, 0.5, 0.25, 0.0)
