@@ -85,7 +85,7 @@ class PruneConfig(PassConfig):
     scope: Literal["local", "global"] = setting(
         "local",
         "local: every layer loses `ratio` of its channels; global: the least important channels of the "
-        "whole model go, `ratio` of the total (importances are normalised per layer)",
+        "whole model go, `ratio` of the total (importances are normalised per layer); not used with a speed goal",
     )
     layer_ratios: tuple[str, ...] = setting(
         (), "per-layer ratios as PATTERN=RATIO items (fnmatch on layer names, first match wins), e.g. 'layer4.*=0.7'"
