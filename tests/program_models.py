@@ -7,8 +7,9 @@ MobileNetV2 inverted residuals (depthwise convs), a ResNeXt bottleneck (groups=4
 squeeze-excitation gate (hardswish, hardsigmoid), Inception/DenseNet concatenation, ShuffleNet
 channel shuffles (V1 view/transpose/view, V2 chunk and concat), flatten into a Linear (with the batch
 size read from the tensor, and with a hard-coded feature count), a pre-norm transformer block
-(timm-style fused qkv attention, GELU MLP, LayerNorm), and a model-library style net whose `forward`
-branches on shapes and attributes, which `torch.fx.symbolic_trace` rejects.
+(timm-style fused qkv attention, GELU MLP, LayerNorm; and with torch's `nn.MultiheadAttention`), a
+conv block called twice, and a model-library style net whose `forward` branches on shapes and
+attributes, which `torch.fx.symbolic_trace` rejects.
 
 `with_dead_channels` zeroes every odd output channel of every layer but the classifier head (and
 neutralises the BatchNorms after them), so those channels carry exact zeros through the whole
@@ -417,6 +418,50 @@ class TinyTransformer(nn.Module):
         return self.head(x.mean(1))
 
 
+class MHABlock(nn.Module):
+    """torchvision's ViT encoder block: `nn.MultiheadAttention` (fused in-projection, no `.weight` of its own), GELU MLP."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, hidden: int = 64) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class MHATransformer(TinyTransformer):
+    """`TinyTransformer` with torch's own `nn.MultiheadAttention` (as torchvision's ViT) instead of timm's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(MHABlock())
+
+
+# -- a layer called twice ----------------------------------------------------------------------------
+
+
+class SharedConvNet(nn.Module):
+    """One conv block applied twice in a loop (weights shared across calls, as in recurrent refinement nets)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(1, 16)
+        self.body = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU())
+        self.head_conv = conv_bn(16, 32, 1)
+        self.fc = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for _ in range(2):
+            x = self.body(x)
+        return self.fc(self.head_conv(x).mean((2, 3)))
+
+
 # -- model-library style: Python control flow in forward ---------------------------------------------
 
 
@@ -490,6 +535,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "flatten": FlattenNet,
     "fixed_view": FixedViewNet,
     "transformer": TinyTransformer,
+    "torch_attention": MHATransformer,
+    "shared_layer": SharedConvNet,
     "control_flow": LibraryStyleNet,
 }
 """Structure name -> model class (all build with no arguments)."""
