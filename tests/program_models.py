@@ -462,6 +462,38 @@ class SharedConvNet(nn.Module):
         return self.fc(self.head_conv(x).mean((2, 3)))
 
 
+# -- a convolution whose weight is computed in forward -----------------------------------------------
+
+
+class ScaledConv(nn.Module):
+    """A conv whose weight is scaled per output channel in `forward` (as weight-standardised or quantization-aware
+    convs do): the program holds an aten convolution over a computed tensor, not a layer with its own weight."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(cout, cin, 3, 3) * (2.0 / (9 * cin)) ** 0.5)
+        self.register_buffer("gain", torch.linspace(0.5, 1.5, cout).reshape(cout, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel * self.gain, padding=1)
+
+
+class ComputedWeightNet(nn.Module):
+    """Stem, a `ScaledConv` (+BN, ReLU), a 3x3 conv, pool, fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(1, 16)
+        self.scaled = ScaledConv(16, 32)
+        self.bn = nn.BatchNorm2d(32)
+        self.head = conv_bn(32, 32)
+        self.fc = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(F.relu(self.bn(self.scaled(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
 # -- model-library style: Python control flow in forward ---------------------------------------------
 
 
@@ -537,6 +569,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "transformer": TinyTransformer,
     "torch_attention": MHATransformer,
     "shared_layer": SharedConvNet,
+    "computed_weight": ComputedWeightNet,
     "control_flow": LibraryStyleNet,
 }
 """Structure name -> model class (all build with no arguments)."""

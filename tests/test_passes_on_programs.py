@@ -75,6 +75,7 @@ MUST_PRUNE: dict[str, dict[str, tuple[int, int]]] = {
     "transformer": {"blocks.0.mlp.fc1": (64, 32)},
     "torch_attention": {"blocks.0.mlp.fc1": (64, 32)},
     "shared_layer": {"head_conv.0": (32, 16)},
+    "computed_weight": {"head.0": (32, 16)},
     "control_flow": {
         "stem.0": (16, 8), "blocks.0.conv_pwl": (16, 8), "blocks.1.conv_pw.0": (64, 32),
         "blocks.1.conv_dw.0": (64, 32), "blocks.1.se.fc1": (8, 4), "blocks.1.se.fc2": (64, 32),
@@ -97,8 +98,12 @@ MUST_KEEP: dict[str, tuple[str, ...]] = {
     "transformer": ("blocks.0.attn.qkv", "blocks.0.attn.proj", "embed", "head"),
     "torch_attention": ("blocks.0.attn.out_proj", "embed", "head"),
     "shared_layer": ("fc",),
+    "computed_weight": ("stem.0", "fc"),  # the stem feeds a convolution that is not a layer: its input cannot shrink
     "control_flow": ("classifier",),
 }
+
+# Words a skip reason must contain: the module the pruner could not follow, by its name in the user's model.
+REASON_NAMES = {"computed_weight": {"stem.0": "scaled"}, "shared_layer": {"body.0": "body.0"}}
 
 # Upper bound on params_after / params_before for --prune 0.5 with half the channels dead
 # (the torch.fx engine reached 0.26-0.38 where everything is followed, 0.72 and 0.79 on the shuffle net
@@ -106,7 +111,7 @@ MUST_KEEP: dict[str, tuple[str, ...]] = {
 MAX_PARAM_FRACTION = {
     "residual": 0.3, "depthwise": 0.35, "grouped": 0.3, "se_gate": 0.35, "concat": 0.3,
     "channel_shuffle": 0.75, "flatten": 0.3, "fixed_view": 0.55, "transformer": 0.82, "control_flow": 0.35,
-    "torch_attention": 0.82, "shared_layer": 0.9,
+    "torch_attention": 0.82, "shared_layer": 0.9, "computed_weight": 0.7,
 }  # fmt: skip
 
 
@@ -246,6 +251,8 @@ def test_prune_program_removes_dead_channels_and_keeps_the_function(structure, d
         error = relative_error(got, torch_outputs(original, batch))
         assert error < 1e-4, f"pruned ONNX differs from the original model by {error:.3g} (relative)"
     assert prune["metrics"]["max_abs_error"] < 1e-3
+    for layer, word in REASON_NAMES.get(structure, {}).items():
+        assert word in skipped[layer], f"the reason for keeping {layer} should name {word!r}: {skipped[layer]!r}"
 
 
 def test_fixed_view_flatten_is_followed_or_named(data_files, tmp_path, capsys, monkeypatch):
@@ -442,39 +449,37 @@ def test_library_style_net_is_rejected_by_torch_fx():
         fx.symbolic_trace(LibraryStyleNet())
 
 
-@pytest.mark.parametrize("source", ["state_dict", "pt2"])
-def test_library_style_net_is_pruned_and_equalized(source, library_net, data_files, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(REPO)
-    model, pt2, state_dict = library_net
-    args = [str(pt2)] if source == "pt2" else [str(state_dict), "--model-class", "tests.program_models:LibraryStyleNet"]
-    out = tmp_path / "out"
-    report = export_cli(Path(args[0]), out, data_files, capsys, *args[1:], "--equalize", "--prune", "0.5")
-    assert [p["name"] for p in report["passes"]] == ["equalize", "prune"]
-    assert not [w for w in report["warnings"] if "torch.fx" in w or "could not capture" in w], report["warnings"]
-    equalize, prune = record(report, "equalize"), record(report, "prune")
-    assert not any("torch.fx" in s["reason"] for s in equalize["skipped"] + prune["skipped"])
-    pairs = {(c["layer"], c["next"]) for c in equalize["changes"]}
-    # pointwise expand -> depthwise, and depthwise -> linear projection where no SE gate sits between
-    assert {("blocks.1.conv_pw.0", "blocks.1.conv_dw.0"), ("blocks.0.conv_dw.0", "blocks.0.conv_pwl")} <= pairs, pairs
-    assert equalize["metrics"]["max_abs_error"] < 1e-3
-    changed = {c["layer"]: out_size(c) for c in prune["changes"]}
-    assert changed.get("blocks.1.conv_pw.0") == (64, 32) and changed.get("conv_head.0") == (64, 32), changed
-    assert prune["params_after"] < 0.4 * prune["params_before"]
-    # The ONNX file runs and is the pruned model (the report's own comparison on real samples).
-    check = report["export"]["check_vs_pytorch"]
-    assert check["samples"] > 0 and check["max_abs_error"] < 1e-3
-    assert onnx_outputs(out / "model.onnx", digits_split("val").inputs[:5]).shape == (5, 10)
-
-
-def test_library_style_net_same_result_from_pt2_and_state_dict(library_net, data_files, tmp_path, capsys, monkeypatch):
+def test_library_style_net_is_pruned_and_equalized_from_pt2_and_state_dict(library_net, data_files, tmp_path, capsys, monkeypatch):
+    """The net torch.fx rejects: `--equalize --prune 0.5` from its .pt2 and from its state dict + class, same result."""
     monkeypatch.chdir(REPO)
     _, pt2, state_dict = library_net
     flags = ("--equalize", "--prune", "0.5")
-    a = export_cli(pt2, tmp_path / "a", data_files, capsys, *flags)
-    b = export_cli(state_dict, tmp_path / "b", data_files, capsys, "--model-class", "tests.program_models:LibraryStyleNet", *flags)
-    assert [_comparable(p) for p in a["passes"]] == [_comparable(p) for p in b["passes"]]
+    reports = {
+        "pt2": export_cli(pt2, tmp_path / "pt2", data_files, capsys, *flags),
+        "state_dict": export_cli(
+            state_dict, tmp_path / "state_dict", data_files, capsys, "--model-class", "tests.program_models:LibraryStyleNet", *flags
+        ),
+    }  # fmt: skip
+    for source, report in reports.items():
+        assert [p["name"] for p in report["passes"]] == ["equalize", "prune"], source
+        assert not [w for w in report["warnings"] if "torch.fx" in w or "could not capture" in w], report["warnings"]
+        equalize, prune = record(report, "equalize"), record(report, "prune")
+        assert not any("torch.fx" in s["reason"] for s in equalize["skipped"] + prune["skipped"]), source
+        pairs = {(c["layer"], c["next"]) for c in equalize["changes"]}
+        # pointwise expand -> depthwise, and depthwise -> linear projection where no SE gate sits between
+        assert {("blocks.1.conv_pw.0", "blocks.1.conv_dw.0"), ("blocks.0.conv_dw.0", "blocks.0.conv_pwl")} <= pairs, pairs
+        assert equalize["metrics"]["max_abs_error"] < 1e-3  # the float function is unchanged
+        changed = {c["layer"]: out_size(c) for c in prune["changes"]}
+        assert changed.get("blocks.1.conv_pw.0") == (64, 32) and changed.get("conv_head.0") == (64, 32), changed
+        assert prune["params_after"] < 0.4 * prune["params_before"]
+        check = report["export"]["check_vs_pytorch"]  # the ONNX file against the pruned model, on real samples
+        assert check["samples"] > 0 and check["max_abs_error"] < 1e-3
+    assert _comparable(record(reports["pt2"], "prune")) == _comparable(record(reports["state_dict"], "prune"))
+    assert _comparable(record(reports["pt2"], "equalize")) == _comparable(record(reports["state_dict"], "equalize"))
     inputs = digits_split("val").inputs[:64]
-    assert relative_error(onnx_outputs(tmp_path / "a" / "model.onnx", inputs), onnx_outputs(tmp_path / "b" / "model.onnx", inputs)) < 1e-4
+    from_pt2 = onnx_outputs(tmp_path / "pt2" / "model.onnx", inputs)
+    assert from_pt2.shape == (64, 10)
+    assert relative_error(from_pt2, onnx_outputs(tmp_path / "state_dict" / "model.onnx", inputs)) < 1e-4
 
 
 # -- 5. TorchScript cannot be compressed -------------------------------------------------------------
