@@ -557,6 +557,21 @@ class LibraryStyleNet(nn.Module):
         return self.classifier(x)
 
 
+class TwoInputNet(nn.Module):
+    """Image and a 4-value side input: a conv masked by the image's own bright pixels, the pooled features concatenated
+    with the side input into the classifier (channels meet values that no layer produced)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = conv_bn(1, 16)
+        self.body = conv_bn(16, 32)
+        self.fc = nn.Linear(32 + 4, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        y = self.body(self.image(x) * (x > 0.1).float())
+        return self.fc(torch.cat([y.mean((2, 3)), extra], 1))
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "residual": ResidualCNN,
     "depthwise": InvertedResidualNet,

@@ -31,6 +31,7 @@ from tests.program_models import (
     MODELS,
     LibraryStyleNet,
     ResidualCNN,
+    TwoInputNet,
     accuracy,
     digits_split,
     save_program,
@@ -171,9 +172,10 @@ def onnx_outputs(path: Path, inputs: np.ndarray) -> np.ndarray:
     return output
 
 
-def torch_outputs(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
+def torch_outputs(model: nn.Module, *inputs: np.ndarray) -> np.ndarray:
+    """The PyTorch model's output on numpy inputs."""
     with torch.no_grad():
-        return model(torch.from_numpy(inputs)).numpy()
+        return model(*(torch.from_numpy(a) for a in inputs)).numpy()
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -268,6 +270,33 @@ def test_fixed_view_flatten_is_followed_or_named(data_files, tmp_path, capsys, m
         assert changes["fc1"]["in_features"] == [512, 256]
     else:
         assert "512" in skipped["features.2.0"] or "reshape" in skipped["features.2.0"], skipped
+
+
+def test_two_input_program(tmp_path, capsys, monkeypatch):
+    """Two inputs, both with a dynamic batch; the side input joins the pooled channels in a concat before the head."""
+    monkeypatch.chdir(REPO)
+    original = with_dead_channels(seeded(TwoInputNet))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    example = (torch.rand(2, 1, 16, 16), torch.rand(2, 4))
+    pt2 = tmp_path / "two.pt2"
+    torch.export.save(torch.export.export(original, example, dynamic_shapes={"x": {0: batch}, "extra": {0: batch}}), str(pt2))
+    images = digits_split("calib").inputs[:96]
+    extra = np.random.default_rng(0).random((96, 4), dtype=np.float32)
+    np.savez(tmp_path / "calib.npz", x=images, extra=extra)
+    out = tmp_path / "out"
+    code, err = cli([
+        "export", str(pt2), "--target", "cpu-fp32", "--calib", str(tmp_path / "calib.npz"), "--out", str(out),
+        "--latency-repeats", "1", "--prune", "0.5", "--prune-repair", "none",
+    ], capsys)  # fmt: skip
+    assert code == 0, err
+    prune = record(json.loads((out / "report.json").read_text()), "prune")
+    changed = {c["layer"]: c for c in prune["changes"]}
+    assert out_size(changed["image.0"]) == (16, 8) and out_size(changed["body.0"]) == (32, 16)
+    assert changed["fc"]["in_features"] == [36, 20]  # 16 pooled channels gone, the 4 side values kept
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": images[:5], "extra": extra[:5]})
+    want = torch_outputs(original, images[:5], extra[:5])
+    assert relative_error(got, want) < 1e-4
 
 
 def test_transformer_mlp_shrinks_and_attention_stays_whole(data_files, tmp_path, capsys, monkeypatch):
