@@ -71,7 +71,7 @@ class DistillConfig(PassConfig):
     features: Literal["auto", "none"] = setting(
         "auto", "match pruned layers' outputs to the teacher's kept channels: auto = when a pass pruned the model"
     )
-    feature_weight: float = setting(1.0, "weight of the feature-matching loss against the output loss")
+    feature_weight: float = setting(0.1, "weight of the feature-matching loss against the output loss")
     feature_layers: int = setting(4, "how many pruned layers to match at most (evenly spaced, the deepest included)")
     minutes: float | None = setting(None, "time budget in minutes; training stops when it is spent")
     lr: float = setting(1e-3, "peak learning rate")
