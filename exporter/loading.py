@@ -131,6 +131,7 @@ def load_model(source: ModelSource) -> LoadedModel:
             return LoadedModel(module.eval(), TORCHSCRIPT, _torchscript_input_names(module))
         if kind == EXPORTED_PROGRAM:
             program = load_exported_program(path, source.trust_pickle)
+            _check_dynamic_batch(program, path)
             module = _guard(program.module, path, "torch.export program")
             return LoadedModel(module, EXPORTED_PROGRAM, _signature_names(module.forward), program=program)
         return _load_torch_save(path, source)
@@ -155,6 +156,23 @@ def load_exported_program(path: Path, trust_pickle: bool = False):
         check_archive(data, path)
     with _quiet_torch_loading():
         return _guard(lambda: torch.export.load(io.BytesIO(data)), path, "torch.export program")
+
+
+def _check_dynamic_batch(program, path: Path) -> None:
+    """Refuse a program whose inputs have a fixed batch size: every stage runs batches of the user's data."""
+    import torch
+
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    for spec in program.graph_signature.input_specs:
+        if spec.kind.name != "USER_INPUT" or getattr(spec.arg, "name", None) not in placeholders:
+            continue
+        value = placeholders[spec.arg.name].meta.get("val")
+        if isinstance(value, torch.Tensor) and value.dim() and isinstance(value.shape[0], int):
+            raise LoadError(
+                f"{path} was exported for a fixed batch of {value.shape[0]} (input {spec.arg.name!r}): export it "
+                "with a dynamic batch, torch.export.export(model, args, dynamic_shapes=({0: torch.export.Dim('batch')},)) "
+                "with one entry per input, and save it again"
+            )
 
 
 def _quiet_torch_loading():

@@ -60,6 +60,8 @@ _SPATIAL = {
 _RESHAPE = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
 _SIZED_RESHAPE = {"view", "reshape", "unflatten"}  # take sizes that may be hard-coded numbers
 _REDUCE = {"mean", "sum", "amax", "amin"}
+_WEIGHTED = {"conv1d", "conv2d", "conv3d", "convolution", "linear", "batch_norm", "layer_norm", "embedding"}
+"""aten calls of layers that `program_graph.lift` left as calls (their weights are not plain parameters)."""
 _QUERY = {"size", "dim", "numel", "getattr", "assert"}  # read a property; the result is not a channel tensor
 _TORCH_MODULES = ("torch", "torch.nn.functional", "torch.functional", "_operator", "operator", "builtins")
 _ATEN_NAMES = {
@@ -359,7 +361,15 @@ class _Analyzer:
             return self.getitem(node)
         if op == "pad":
             return self.pad(node, x)
-        self.block_args(node, f"it goes through '{node.name}' ({op or node.target}), which the pruner cannot follow")
+        where = _module_path(node)
+        inside = f" in '{where}'" if where else ""
+        if op in _WEIGHTED:
+            self.block_args(
+                node, f"it goes into '{node.name}' ({op}{inside}), whose weight is computed in the graph rather than "
+                "a parameter of its own, so the layer cannot be resized",
+            )  # fmt: skip
+            return None
+        self.block_args(node, f"it goes through '{node.name}' ({op or node.target}{inside}), which the pruner cannot follow")
         return None
 
     def binary(self, node: fx.Node) -> Layout | None:
@@ -583,6 +593,15 @@ def _op_name(node: fx.Node) -> str | None:
     if module in _TORCH_MODULES and name:
         return name.lstrip("_") if name.startswith("_") and module == "torch.nn.functional" else name
     return None
+
+
+def _module_path(node: fx.Node) -> str | None:
+    """The qualified name of the module whose code made `node` (a torch.export graph records it), if known."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    return path if isinstance(path, str) and path else None
 
 
 def _arg_nodes(node: fx.Node) -> list[fx.Node]:
