@@ -36,6 +36,15 @@ def _wrong_keys(d: Path) -> list[str]:
     return [PT2, "--calib", str(d / "keys.npz")]
 
 
+def _fixed_batch_program(d: Path) -> list[str]:
+    import torch
+
+    from samples.architectures import DigitsCNN
+
+    torch.export.save(torch.export.export(DigitsCNN().eval(), (torch.rand(1, 1, 16, 16),)), str(d / "fixed.pt2"))
+    return [str(d / "fixed.pt2"), "--calib", CALIB]
+
+
 def _nan(d: Path) -> list[str]:
     x = np.load(CALIB)["input"].copy()
     x[0, 0, 3, 3] = np.nan
@@ -101,6 +110,9 @@ CASES = [
     ("bad model kwargs", lambda d: [str(SAMPLE / "digits_cnn.state_dict.pt"), "--model-class", "samples.architectures:DigitsCNN",
                                     "--model-kwargs", "{num_classes: 3}", "--calib", CALIB],
      "--model-kwargs is not valid JSON (Expecting property name enclosed in double quotes): expected e.g. '{{\"num_classes\": 10}}'"),
+    ("program with a fixed batch", _fixed_batch_program,
+     "{d}/fixed.pt2 was exported for a fixed batch of 1 (input 'x'): export it with a dynamic batch, "
+     "torch.export.export(model, args, dynamic_shapes=({{0: torch.export.Dim('batch')}},)) with one entry per input"),
     ("pass on a TorchScript file", lambda d: [str(SAMPLE / "digits_cnn.torchscript.pt"), "--calib", CALIB, "--prune", "0.5"],
      f"{SAMPLE}/digits_cnn.torchscript.pt is a TorchScript file, whose layers compression passes cannot rebuild: save a "
      "torch.export program instead, torch.export.save(torch.export.export(model.eval(), example_args), 'model.pt2'), "
