@@ -241,7 +241,8 @@ def prune_dead_channels(
     prune_class = PASSES.get("prune")
     layer_ratios = [f"{layer}={ratio!r}" for ratio, layer in ratios]
     config = prune_class.Config.from_dict(
-        {"ratio": 0.0, "importance": "bn_scale", "layer_ratios": layer_ratios}, "prune"
+        # repair none: a dead channel's output is exactly 0, so cutting it is exact; re-estimating BatchNorm would not be.
+        {"ratio": 0.0, "importance": "bn_scale", "layer_ratios": layer_ratios, "repair": "none"}, "prune"
     )
     result = prune_class(config).apply(model, ctx)
     result.summary["layer_ratios"] = layer_ratios
