@@ -345,3 +345,21 @@ def test_bad_recovery_settings_are_one_line_plan_errors(settings, message) -> No
 
     with pytest.raises(PlanError, match=message):
         PASSES.get("distill").Config.from_dict(settings, "distill")
+
+
+def test_patience_counts_epochs_since_the_best_agreement_or_the_lowest_loss() -> None:
+    from exporter.training.loop import World, _out_of_patience
+
+    history = [
+        {"epoch": 0, "agreement": 0.50, "loss": 1.00},
+        {"epoch": 1, "agreement": 0.60, "loss": 0.90},
+        {"epoch": 2, "agreement": 0.60, "loss": 0.80},  # same agreement, closer to the teacher: still improving
+        {"epoch": 3, "agreement": 0.60, "loss": 0.85},
+    ]
+    assert not _out_of_patience(2, history, World())
+    assert _out_of_patience(2, [*history, {"epoch": 4, "agreement": 0.60, "loss": 0.81}], World())
+    assert not _out_of_patience(2, [*history, {"epoch": 4, "agreement": 0.62, "loss": 0.95}], World())
+    assert not _out_of_patience(None, [*history, *({"epoch": e, "agreement": 0.1, "loss": 9.0} for e in range(4, 40))], World())
+    # Outputs without agreement (embeddings, regression): the loss alone.
+    losses = [{"epoch": e, "agreement": None, "loss": loss} for e, loss in enumerate((1.0, 0.5, 0.6, 0.7))]
+    assert _out_of_patience(2, losses, World()) and not _out_of_patience(3, losses, World())
