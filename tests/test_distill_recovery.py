@@ -111,11 +111,13 @@ def test_augmentation_keeps_shapes_and_is_fixed_by_seed_epoch_and_step() -> None
     ids = np.arange(8 * 5).reshape(8, 5)
     batch = aug.augment({"x": images, "ids": ids}, "light", True, seed=3, epoch=0, step=0)
     assert batch.inputs["x"].shape == images.shape and batch.inputs["x"].dtype == np.float32
-    assert batch.inputs["ids"] is ids  # integer inputs are never changed
-    again = aug.augment({"x": images, "ids": ids}, "light", True, seed=3, epoch=0, step=0)
+    assert batch.inputs["ids"] is ids  # integer inputs are never changed...
+    assert not batch.mixed  # ...so the images are not blended either (ids cannot follow)
+    batch = aug.augment({"x": images}, "light", True, seed=3, epoch=0, step=0)
+    again = aug.augment({"x": images}, "light", True, seed=3, epoch=0, step=0)
     assert np.array_equal(again.inputs["x"], batch.inputs["x"]) and np.array_equal(again.lam, batch.lam)
     for other in (dict(seed=4, epoch=0, step=0), dict(seed=3, epoch=1, step=0), dict(seed=3, epoch=0, step=1)):
-        different = aug.augment({"x": images, "ids": ids}, "light", True, **other)
+        different = aug.augment({"x": images}, "light", True, **other)
         assert np.abs(different.inputs["x"] - batch.inputs["x"]).mean() > 0.05
     assert np.abs(batch.inputs["x"] - images).mean() > 0.05
     # Mixing: the own sample always weighs at least half; unmixed samples are their own partners.

@@ -8,7 +8,8 @@ batch), so no labels are needed and any view is a valid training example. Rules,
   text), Gaussian noise of `noise` times the batch's standard deviation, and mixup: with
   probability `mixup_prob` a sample is blended with another sample of the same batch,
   `lam * x + (1 - lam) * x[partner]` with `lam ~ Beta(mixup_beta, mixup_beta)` folded to >= 0.5
-  (the same partner and `lam` for every input of the sample);
+  (the same partner and `lam` for every input of the sample; only when every input is image-like,
+  since token ids or a side vector cannot be blended alike);
 - other float inputs (sequences, audio, feature vectors): only `light`/`strong` noise (gentle, no
   crop or mixup: a blended recurrent state or token stream is not a plausible input);
 - integer inputs (token ids, indices) are never changed.
@@ -113,7 +114,7 @@ def augment(
     recipe = RECIPES[mode]
     rng = np.random.default_rng([seed, epoch, step])
     images = [name for name, array in inputs.items() if is_image_like(array)]
-    if images and count > 1:
+    if images and len(images) == len(inputs) and count > 1:  # a blend needs every input blended alike
         chosen = rng.random(count) < recipe.mixup_prob
         partner = np.where(chosen, rng.permutation(count), partner)
         drawn = rng.beta(recipe.mixup_beta, recipe.mixup_beta, count).astype(np.float32)
