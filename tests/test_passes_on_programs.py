@@ -119,6 +119,16 @@ MAX_PARAM_FRACTION = {
 # -- fixtures and helpers ----------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on one thread: on a shared 2-core machine, two threads fighting for the cores made the
+    distillation run 25x slower (30 s instead of 1.2 s), not faster. Results do not depend on it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory) -> dict[str, Path]:
     """Digits images as calibration/validation files: unlabelled (the gate then judges the export only) and labelled."""
@@ -459,6 +469,7 @@ def _check_pass_did_its_work(records: dict[str, dict], model: nn.Module) -> None
         slim = records["slim"]
         assert slim["summary"]["dead_channels"] > 0  # the penalty killed channels and the prune step removed them
         assert slim["params_after"] < slim["params_before"]
+        # measured 0.91 at 16:15 (its cut then re-estimated BatchNorm statistics); 0.51 since the cut is left unrepaired
         assert slim["metrics"]["top1_agreement"] > 0.8
 
 
