@@ -2,9 +2,10 @@
 
 The models (`tests.program_models`) cover residual additions, depthwise and grouped convs, SE gates,
 concatenation, channel shuffles, flatten into a Linear (batch size read from the tensor, and a
-hard-coded feature count), a transformer block and a model-library style net with control flow in
-`forward`. Each is saved as a `.pt2` with a dynamic batch axis and exported by the CLI with no model
-class available.
+hard-coded feature count), transformer blocks (timm-style attention, torch's `nn.MultiheadAttention`),
+a layer called twice, a conv whose weight is computed in `forward`, two inputs, and a model-library
+style net with control flow in `forward`. Each is saved as a `.pt2` with a dynamic batch axis and
+exported by the CLI with no model class available (a batch-1 program without one is tested too).
 
 The pruning tests have a known answer: `with_dead_channels` makes every odd channel of every layer
 carry exact zeros, so pruning half of each layer by L1 norm must remove exactly those channels and
