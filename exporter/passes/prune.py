@@ -34,7 +34,12 @@ from exporter.passes._graph import (
 )
 from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
-from exporter.passes.prune_repair import compensate_removed_inputs, input_means, recalibrate_batchnorm
+from exporter.passes.prune_repair import (
+    calibration_batches,
+    compensate_removed_inputs,
+    input_means,
+    recalibrate_batchnorm,
+)
 from exporter.passes.layer_cost import CostModel, MeasuredLatencyCost, Precision, make_cost_model, whole_model_ms
 from exporter.passes.speed_goal import SPEED_STEP, SpeedGoal, plan_for_speed
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
@@ -231,17 +236,10 @@ class _SpeedInputs:
 
 
 def _repair_batches(ctx: PassContext, config: PruneConfig) -> list[tuple[torch.Tensor, ...]] | None:
-    """Up to 256 calibration samples in batches of at least 2 (BatchNorm statistics need two), or None."""
-    if config.repair == "none" or ctx.calib is None or len(ctx.calib) < 2:
+    """Up to 256 calibration samples for the repair, or None when it is off or there is no data."""
+    if config.repair == "none":
         return None
-    from calibration import iter_batches
-
-    samples = ctx.calib.subset(range(min(256, len(ctx.calib))))
-    batches = [
-        tuple(torch.from_numpy(batch.inputs[s.name]) for s in ctx.input_specs)
-        for batch in iter_batches(samples, ctx.input_specs, max(2, ctx.batch_size))
-    ]
-    return [b for b in batches if len(b[0]) >= 2]
+    return calibration_batches(ctx) or None
 
 
 def _probe_inputs(ctx: PassContext, config: PruneConfig) -> tuple[torch.Tensor, ...] | None:

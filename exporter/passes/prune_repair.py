@@ -18,6 +18,7 @@ with both repairs, 94.5% (float: 99.5%). Distillation still helps after this, st
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,7 +26,24 @@ from torch import nn
 from exporter.passes._channels import ChannelGraph
 from exporter.passes._shrink import positions
 
+if TYPE_CHECKING:
+    from exporter.passes.base import PassContext
+
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def calibration_batches(ctx: "PassContext", limit: int = 256) -> list[tuple[torch.Tensor, ...]]:
+    """Up to `limit` calibration samples as input batches of at least 2 samples (BatchNorm statistics need two)."""
+    if ctx.calib is None or len(ctx.calib) < 2:
+        return []
+    from calibration import iter_batches
+
+    samples = ctx.calib.subset(range(min(limit, len(ctx.calib))))
+    batches = [
+        tuple(torch.from_numpy(batch.inputs[s.name]) for s in ctx.input_specs)
+        for batch in iter_batches(samples, ctx.input_specs, max(2, ctx.batch_size))
+    ]
+    return [b for b in batches if len(b[0]) >= 2]
 
 
 def input_means(

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from exporter.errors import PlanError
 from exporter.passes.base import PASSES, CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
+from exporter.passes.prune_repair import calibration_batches, recalibrate_batchnorm
 from exporter.training.settings import Rendezvous, TrainSettings, check_training_settings
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ class SlimPass(CompressionPass):
         model = run.student
         changes = zero_dead_channels(model, config.threshold, config.max_ratio, scales_before)
         dead = sum(row["dead_channels"] for row in changes)
+        # Training moved the weights under the running statistics, and zeroing moved them again: re-estimate them
+        # once on calibration data, so the exact cut below starts from statistics of the model as it now is.
+        renormed = recalibrate_batchnorm(model, calibration_batches(ctx)) if dead else 0
         summary = {
             "penalty": config.penalty,
             "threshold": config.threshold,
@@ -141,6 +145,8 @@ class SlimPass(CompressionPass):
         }
         summary["agreement_after"] = summary["after_zeroing"]["agreement"]
         notes = list(run.notes)
+        if renormed:
+            notes.append(f"{renormed} BatchNorm(s) re-estimated on calibration data after zeroing the dead channels")
         if not changes:
             notes.append("the model has no BatchNorm or GroupNorm layer: slim had no scales to penalise")
         skipped: list[dict[str, Any]] = []
