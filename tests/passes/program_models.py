@@ -1,7 +1,7 @@
 """Small models with the graph structures compression passes must follow on a `torch.export` program.
 
 Every model takes a batch of 1x16x16 images (the bundled digits sample) and returns 10 logits, and
-builds with no arguments, so `--model-class tests.program_models:<Name>` rebuilds it from a state dict.
+builds with no arguments, so `--model-class tests.passes.program_models:<Name>` rebuilds it from a state dict.
 The structures, one model each: ResNet basic blocks (residual additions, a projection shortcut),
 MobileNetV2 inverted residuals (depthwise convs), a ResNeXt bottleneck (groups=4), a MobileNetV3
 squeeze-excitation gate (hardswish, hardsigmoid), Inception/DenseNet concatenation, ShuffleNet
@@ -670,7 +670,7 @@ class Digits:
 def digits_split(name: str) -> Digits:
     """One split of the digits sample: 'calib' and 'val' (300 each, from samples/digits) or 'train' (1197)."""
     if name in ("calib", "val"):
-        data = np.load(Path(__file__).resolve().parents[1] / "samples" / "digits" / f"{name}.npz")
+        data = np.load(Path(__file__).resolve().parents[2] / "samples" / "digits" / f"{name}.npz")
         return Digits(data["input"], data["labels"])
     from samples.make_sample import load_digits_16x16, split_digits
 

@@ -1,6 +1,6 @@
 """Compression passes on `torch.export` programs: every graph structure, every pass, `.pt2` against module.
 
-The models (`tests.program_models`) cover residual additions, depthwise and grouped convs, SE gates,
+The models (`tests.passes.program_models`) cover residual additions, depthwise and grouped convs, SE gates,
 concatenation, channel shuffles, flatten into a Linear (batch size read from the tensor, and a
 hard-coded feature count), transformer blocks (timm-style attention, torch's `nn.MultiheadAttention`),
 a layer called twice, a conv whose weight is computed in `forward`, two inputs, and a model-library
@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from exporter.cli import main
 from exporter.errors import ValidationFailed
-from tests.program_models import (
+from tests.passes.program_models import (
     MODELS,
     LibraryStyleNet,
     ResidualCNN,
@@ -42,7 +42,7 @@ from tests.program_models import (
     with_dead_channels,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Layers every run must prune, with their output channels (or features) before and after `--prune 0.5`.
 # These are the cuts the torch.fx engine made on the same modules (where torch.fx can trace them).
@@ -408,7 +408,7 @@ def run_both(pt2: Path, state_dict: Path, model_class: str, files: dict[str, Pat
 def test_passes_on_program_match_the_module(chain, trained_residual, data_files, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     model, pt2, state_dict = trained_residual
-    from_program, _ = run_both(pt2, state_dict, "tests.program_models:ResidualCNN", data_files, CHAINS[chain], tmp_path)
+    from_program, _ = run_both(pt2, state_dict, "tests.passes.program_models:ResidualCNN", data_files, CHAINS[chain], tmp_path)
 
     # The two deployable files compute the same function.
     inputs = digits_split("val").inputs[96:160]
@@ -498,7 +498,7 @@ def test_library_style_net_is_pruned_and_equalized_from_pt2_and_state_dict(libra
     reports = {
         "pt2": export_cli(pt2, tmp_path / "pt2", data_files, capsys, *flags),
         "state_dict": export_cli(
-            state_dict, tmp_path / "state_dict", data_files, capsys, "--model-class", "tests.program_models:LibraryStyleNet", *flags
+            state_dict, tmp_path / "state_dict", data_files, capsys, "--model-class", "tests.passes.program_models:LibraryStyleNet", *flags
         ),
     }  # fmt: skip
     for source, report in reports.items():
