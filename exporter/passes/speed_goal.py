@@ -57,6 +57,8 @@ class SpeedGoal:
 
     def describe(self, precision: str) -> str:
         """One line for the report."""
+        if precision == "mixed":
+            precision = "int8 where int8 is faster, float elsewhere"
         if self.latency_ms is not None:
             return f"estimated {precision} batch-1 latency <= {self.latency_ms:g} ms"
         return f"{self.speedup:g}x faster than the original float model at batch 1 (pruned, then {precision})"
@@ -239,18 +241,29 @@ def allocate(
             if root in groups:
                 groups[root].layers.append(index)
     full: dict[int, int] = {}
-    original = sum(layer.cost(cost_model, full, "float") for layer in layers)
-    unpruned = sum(layer.cost(cost_model, full, precision) for layer in layers)
-    scale_float = whole.float_ms / original if whole and original > 0 else 1.0
-    scale = (whole.int8_ms / unpruned if precision == "int8" else whole.float_ms / original) if whole and unpruned > 0 else 1.0
-    target = goal.target(original * scale_float) / scale
+    needed = ("float",) if precision == "float" else ("float", "int8")
+    sums = {p: sum(layer.cost(cost_model, full, p) for layer in layers) for p in needed}
+    scales = {p: 1.0 for p in needed}
+    if whole is not None:
+        walls = {"float": whole.float_ms, "int8": whole.int8_ms}
+        scales = {p: walls[p] / sums[p] if sums[p] > 0 else 1.0 for p in needed}
+
+    def cost_of(layer: CostedLayer, counts: dict[int, int], in_precision: str = precision) -> float:
+        """One layer's calibrated cost; `mixed`: the faster of int8 and float, as the per-layer speed choice picks."""
+        if in_precision == "mixed":
+            return min(cost_of(layer, counts, "int8"), cost_of(layer, counts, "float"))
+        return layer.cost(cost_model, counts, in_precision) * scales[in_precision]
+
+    original = sum(cost_of(layer, full, "float") for layer in layers)
+    unpruned = sum(cost_of(layer, full) for layer in layers)
+    target = goal.target(original)
     keep = {**fixed_keep, **{root: g.size for root, g in groups.items()}}
-    current = [layer.cost(cost_model, keep, precision) for layer in layers]
+    current = [cost_of(layer, keep) for layer in layers]
     steps = 0
 
     def change(root: int, count: int) -> tuple[float, list[float]]:
         """Cost change of moving group `root` to `count`, and its layers' new costs."""
-        new = [layers[i].cost(cost_model, {**keep, root: count}, precision) for i in groups[root].layers]
+        new = [cost_of(layers[i], {**keep, root: count}) for i in groups[root].layers]
         return sum(new) - sum(current[i] for i in groups[root].layers), new
 
     def move(root: int, count: int, new: list[float]) -> None:
@@ -293,10 +306,11 @@ def allocate(
         move(*best[1:])
         steps += 1
     total = sum(current)
-    in_float = sum(layer.cost(cost_model, keep, "float") for layer in layers) * scale_float
+    after_raw = sum(layer.cost(cost_model, keep, "float" if precision == "float" else "int8") for layer in layers)
+    in_float = sum(cost_of(layer, keep, "float") for layer in layers)
     saved = {}
     for root, group in groups.items():
-        before = sum(layers[i].cost(cost_model, {**keep, root: group.size}, precision) for i in group.layers)
+        before = sum(cost_of(layers[i], {**keep, root: group.size}) for i in group.layers)
         saved[root] = before - sum(current[i] for i in group.layers)
     all_saved = sum(max(v, 0.0) for v in saved.values()) or 1.0
     rows = [
@@ -317,11 +331,11 @@ def allocate(
         cost_model=cost_model.name,
         unit=cost_model.unit,
         keep={root: keep[root] for root, g in groups.items() if keep[root] < g.size},
-        original_float_cost=original * scale_float,
-        unpruned_cost=unpruned * scale,
-        target_cost=target * scale,
-        estimated_cost=total * scale,
-        layer_sums=(original, unpruned, total) if whole else None,
+        original_float_cost=original,
+        unpruned_cost=unpruned,
+        target_cost=target,
+        estimated_cost=total,
+        layer_sums=(sums["float"], sums["float" if precision == "float" else "int8"], after_raw) if whole else None,
         float_after=in_float if precision != "float" else None,
         steps=steps,
         groups=rows,
@@ -415,7 +429,8 @@ def plan_for_speed(
     shapes = layer_shapes(model, example_inputs)
     varying = set(scores) | set(fixed_keep)
     layers = costed_layers(graph, shapes, varying)
-    cost_model.prepare(resizings(layers), {precision, "float"})  # float too: is the pruned model faster in float?
+    # float too: is the pruned model faster in float? (`mixed` needs both)
+    cost_model.prepare(resizings(layers), {"int8" if precision == "mixed" else precision, "float"})
     lap("seconds_layer_costs")
     groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
     if output_error is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -153,6 +154,45 @@ def test_injected_cost_table_shrinks_the_expensive_layers_first() -> None:
         assert record.summary["estimated_unpruned_units"] == pytest.approx(
             record.summary["estimated_float_original_units"] / 4, rel=1e-3
         )
+
+
+class Int8SlowTable(CostModel):
+    """MACs in float; a quarter of that in int8, except on `slow` layers, where int8 costs ten times float."""
+
+    name = "int8-slow-table"
+    unit = "units"
+
+    def __init__(self, slow: set[str]) -> None:
+        self.slow = slow
+
+    def cost(self, layer: LayerShape, in_channels: int, out_channels: int, precision: str) -> float:
+        macs = layer.resized(in_channels, out_channels).macs()
+        if precision == "float":
+            return macs
+        return 10.0 * macs if layer.name in self.slow else 0.25 * macs
+
+
+def test_static_int8_target_counts_the_faster_precision_of_each_layer() -> None:
+    """A static int8 target deploys a layer in float where int8 is slower, so the estimate takes the faster one."""
+    model, inputs = mobilenet()
+    slow = {"blocks.1.block.3", "blocks.2.block.3", "blocks.3.block.3", "blocks.4.block.3"}  # the depthwise convs
+    table = Int8SlowTable(slow)
+    cls = PASSES.get("prune")
+    config = cls.Config.from_dict({"speedup": 3.0, "sensitivity": "importance"}, "prune")
+    ctx = make_context(model, inputs)
+    ctx.quantization = SimpleNamespace(mode="static")
+    _, mixed = cls(config, cost_model=table).run(model, ctx)
+    _, all_int8 = cls(config, cost_model=table).run(model, make_context(model, inputs))  # no target: every layer int8
+
+    shapes = layer_shapes(model, tuple(t[:1] for t in inputs)).values()
+    faster = sum(min(table.cost(s, s.in_channels, s.out_channels, p) for p in ("int8", "float")) for s in shapes)
+    everything_int8 = sum(table.cost(s, s.in_channels, s.out_channels, "int8") for s in shapes)
+    assert mixed.summary["estimated_unpruned_units"] == pytest.approx(faster, rel=1e-3)  # the summary keeps 4 digits
+    assert all_int8.summary["estimated_unpruned_units"] == pytest.approx(everything_int8, rel=1e-3)
+    assert "int8 where int8 is faster, float elsewhere" in mixed.summary["speed_goal"]
+    # Counting the slow depthwise convs at their float cost, less pruning meets the same goal.
+    assert mixed.summary["goal_reached"] and all_int8.summary["goal_reached"]
+    assert mixed.macs_after > all_int8.macs_after
 
 
 def test_pruned_model_exports_and_matches_on_onnxruntime(tmp_path: Path) -> None:
