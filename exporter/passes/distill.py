@@ -56,7 +56,9 @@ class DistillConfig(PassConfig):
         "or no limit with --distill-minutes",
     )
     patience: int | None = setting(
-        10, "stop after this many epochs without a better student on the held-out data; none = never stop early"
+        20,
+        "stop after this many epochs without a better held-out agreement or loss; none = never stop early "
+        "(10 stopped MobileNetV2 at epoch 22 of 84, 12 points of accuracy short: gains come late, as the rate decays)",
     )
     augment: Literal["auto", "none", "light", "strong"] = setting(
         "auto",
