@@ -20,10 +20,8 @@ per kernel over the profiled runs. `UnitTiming` carries both; the decision logic
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +29,9 @@ import numpy as np
 import onnx
 
 from exporter.accuracy.units import QDQ_OPS
+from exporter.profiling import KERNEL_SUFFIX
 
 _TOKEN = re.compile(r"(_token_\d+)+$")
-KERNEL_SUFFIX = "_kernel_time"
 _NCHWC = "_nchwc"
 
 
@@ -56,22 +54,9 @@ class UnitTiming:
 
 def profile_kernels(path: Path, feed: dict[str, np.ndarray], runs: int = 30, warmup: int = 3) -> list[tuple[str, float]]:
     """(kernel name, median ms per run) in execution order, from onnxruntime's profiler at one thread."""
-    import onnxruntime as ort
+    from exporter.profiling import kernel_events
 
-    with tempfile.TemporaryDirectory(prefix="exporter-profile-") as scratch:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(scratch) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(warmup + runs):
-            session.run(None, feed)
-        trace = Path(session.end_profiling())
-        events = json.loads(trace.read_text(encoding="utf-8"))
-    kernels = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)]
+    kernels = kernel_events(path, feed, runs, warmup)
     kernels.sort(key=lambda e: e["ts"])
     durations: dict[str, list[float]] = {}
     order: list[str] = []

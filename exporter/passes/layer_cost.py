@@ -436,25 +436,12 @@ def _profiled_ms(path: Path, feed: dict[str, np.ndarray], count: int, runs: int,
     Kernels are matched to variants by name (`v3`, `v3_token_1`, `y3_nchwc`, ...); edge conversions
     (Quantize/Dequantize/Transpose/Reorder) are left out, as a whole model does not run them between layers.
     """
-    import onnxruntime as ort
+    from exporter.profiling import kernel_events
 
-    with tempfile.TemporaryDirectory(prefix="exporter-profile-") as scratch:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(scratch) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(warmup + runs):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    events = kernel_events(path, feed, runs, warmup)
     per_kernel: dict[tuple[int, str], list[float]] = {}
     for event in events:
-        name = str(event.get("name", ""))
-        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
-            continue
+        name = str(event["name"])
         if event.get("args", {}).get("op_name") in _EDGE_OPS:
             continue
         bare = _SUFFIX.sub("", name[: -len("_kernel_time")]).removesuffix("_nchwc")
