@@ -375,12 +375,18 @@ def smoke_rows(work: Path, reuse: bool = False) -> list[list[str]]:
         if not (zoo / "info.json").exists():
             rows.append([subject.label, "all", "not run", f"{zoo} is missing: build it with benchmarks/zoo/build_zoo.py", "-"])
             continue
-        model_args = [a.format(zoo=zoo) for a in subject.load]
+        model_args = [a.replace("{zoo}", str(zoo)) for a in subject.load]
         print(f"smoke: {subject.label}", flush=True)
         for name, flags in SMOKE_PASSES:
             result = run_cli(name, model_args, zoo, flags, work / f"smoke-{subject.zoo}-{name}", reuse)
             rows.append([subject.label, name, *_smoke_cells(name, result)])
     return rows
+
+
+SMOKE_SUMMARY_KEYS = (
+    "folded", "pairs", "sweeps", "corrected", "replaced", "zero_fraction_of_all_parameters", "dead_channels",
+    "epochs_run", "stopped_by",
+)  # fmt: skip
 
 
 def _smoke_cells(name: str, result: RunResult) -> list[str]:
@@ -400,21 +406,22 @@ def _smoke_cells(name: str, result: RunResult) -> list[str]:
     if changes:
         what.append(f"{len(changes)} layer changes")
     summary = record.get("summary") or {}
-    for key in ("zero_fraction", "pairs_equalized", "layers_corrected", "epochs"):
-        if key in summary:
-            what.append(f"{key} {summary[key]}")
+    for key in SMOKE_SUMMARY_KEYS:
+        value = summary.get(key)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            what.append(f"{key.replace('_', ' ')} {value:.3g}" if isinstance(value, float) else f"{key.replace('_', ' ')} {value}")
     skipped = record.get("skipped") or []
     if skipped:
         what.append(f"{len(skipped)} kept whole")
     notes = record.get("notes") or []
-    if not what and notes:
-        what.append(str(notes[0]))
+    if notes:
+        what.append(f"note: {notes[0]}")
     metrics = record.get("metrics") or {}
     fidelity = f"{_quality(metrics)} acc, agreement {metrics['top1_agreement']:.3f}" if metrics.get("top1_agreement") is not None else "-"
-    return ["yes", "; ".join(what)[:240] or "nothing changed", fidelity]
+    return ["yes", "; ".join(what)[:320] or "nothing changed", fidelity]
 
 
-SMOKE_HEADERS = ["model", "pass", "ran", "what it changed (or why not)", "after the pass (float)"]
+SMOKE_HEADERS = ["model", "pass", "ran", "what it changed (or why not)", "after the pass (float PyTorch, val.npz)"]
 
 
 def save_rows(path: Path, rows: list[list[str]], started: str, commit: str, load: str) -> None:
@@ -477,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Compression on real models (issue 11)",
             "",
-            f"Made by `{command.strip()}` (runs of other models kept in `--work` are merged in). Machine: "
+            "Reproduce: `python benchmarks/zoo/build_zoo.py mobilenet_v2_photos resnet18_photos hf_resnet18_photos` then"
+            " `python benchmarks/bench_compression.py --models mobilenet_v2_photos,resnet18_photos --smoke`.",
+            "",
+            f"This file: `{command.strip()}` (runs kept in `--work` are merged in, each with its time and commit). Machine: "
             f"{machine['cpu']}; torch {machine.get('torch')}, onnxruntime {machine.get('onnxruntime')}. "
             f"Runs (UTC, commit, load average at the start): {'; '.join(runs)}.",
             "",
