@@ -201,6 +201,8 @@ class MeasuredLatencyCost(CostModel):
         self.table: dict[str, float] = {}
         self.measured = 0
         self.cache_path = self.cache_dir / f"layer-latency-{self._cache_key()}.json"
+        self.whole_model_cache = self.cache_dir / f"whole-model-{self._cache_key()}"
+        """File prefix for `whole_model_ms` results measured under this key."""
 
     def _cache_key(self) -> str:
         import onnxruntime as ort
@@ -511,11 +513,16 @@ class WholeModelTiming:
     int8_ms: float
 
 
-def whole_model_ms(model: nn.Module, specs: list[Any], scheme: Any, feeds: list[dict[str, np.ndarray]]) -> WholeModelTiming:
+def whole_model_ms(
+    model: nn.Module, specs: list[Any], scheme: Any, feeds: list[dict[str, np.ndarray]], cache: Path | None = None
+) -> WholeModelTiming:
     """Export `model` to ONNX, quantize it like the layers (QDQ, `scheme`), and time both at batch 1.
 
     The layer costs count only Conv/Linear kernels; the ratio of these wall times to the summed layer
     costs calibrates the estimate for everything else (activations' Q/DQ, additions, pooling, dispatch).
+    Each is the fastest tenth of interleaved runs (the machine's unloaded speed: a busy moment must
+    not steer the pruning), and with `cache` (a file prefix) the result is kept per exported model,
+    so the same model on the same CPU is always pruned alike.
     Raises whatever export or onnxruntime raise; the caller treats a failure as "no calibration".
     """
     from onnxruntime.quantization import quantize_static
@@ -528,6 +535,10 @@ def whole_model_ms(model: nn.Module, specs: list[Any], scheme: Any, feeds: list[
     with tempfile.TemporaryDirectory(prefix="exporter-whole-model-") as scratch:
         float_path, pre_path, int8_path = (Path(scratch) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
         export_onnx(model, specs, float_path, opset=18, dynamic_batch=True)
+        cached = Path(f"{cache}-{hashlib.sha256(float_path.read_bytes()).hexdigest()[:16]}.json") if cache else None
+        known = _read_cache(cached) if cached else {}
+        if "float_ms" in known and "int8_ms" in known:
+            return WholeModelTiming(known["float_ms"], known["int8_ms"])
         preprocess_for_quantization(float_path, pre_path)
 
         class Reader:
@@ -542,5 +553,7 @@ def whole_model_ms(model: nn.Module, specs: list[Any], scheme: Any, feeds: list[
         sessions = {"float": session_for(float_path), "int8": session_for(int8_path)}
         feed = {k: v[:1] for k, v in feeds[0].items()}
         calls = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
-        times = interleaved_latency_ms(calls, warmup=10, repeats=200, budget_s=20.0)
+        times = interleaved_latency_ms(calls, warmup=10, repeats=200, budget_s=20.0, quantile=0.1)
+    if cached:
+        _write_cache(cached, {"float_ms": times["float"], "int8_ms": times["int8"]})
     return WholeModelTiming(times["float"], times["int8"])

@@ -227,7 +227,9 @@ class _SpeedInputs:
 
         def timing() -> Any:
             try:
-                return whole_model_ms(model, self.specs, self.cost_model.scheme, feeds)
+                return whole_model_ms(
+                    model, self.specs, self.cost_model.scheme, feeds, cache=self.cost_model.whole_model_cache
+                )
             except Exception as exc:  # export or onnxruntime: estimate from the layers alone
                 notes.append(f"whole-model calibration skipped ({type(exc).__name__}: {str(exc)[:200]})")
                 return None

@@ -328,6 +328,7 @@ def test_measured_latency_goal_runs_end_to_end_and_reports_its_estimates(tmp_pat
     assert summary["target_ms"] == pytest.approx(summary["estimated_float_original_ms"] / 1.5, rel=1e-3)
     assert summary["goal_reached"] is (summary["estimated_after_ms"] <= summary["target_ms"] * (1 + 1e-6))
     assert list(tmp_path.glob("layer-latency-*.json"))
+    assert len(list(tmp_path.glob("whole-model-*.json"))) == 1  # the original's timing is kept, keyed by its file
     for name, layer in convs(pruned).items():
         before = convs(model)[name]
         if isinstance(layer, nn.Conv2d) and layer.out_channels != before.out_channels:
@@ -338,4 +339,7 @@ def test_measured_latency_goal_runs_end_to_end_and_reports_its_estimates(tmp_pat
     budget = round(summary["estimated_unpruned_ms"] * 0.8, 4)
     _, by_budget = prune(model, inputs, latency_ms=budget)
     assert by_budget.summary["target_ms"] == pytest.approx(budget, rel=1e-3)
+    # The second run read the whole-model timing back: the same original costs, to the digit.
+    assert by_budget.summary["estimated_unpruned_ms"] == summary["estimated_unpruned_ms"]
+    assert len(list(tmp_path.glob("whole-model-*.json"))) == 1
     assert "latency <= " in by_budget.summary["speed_goal"]
