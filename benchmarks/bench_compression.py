@@ -50,6 +50,7 @@ class Step:
     label: str
     flags: tuple[str, ...] = ()
     needs: str | None = None  # a CLI flag that must exist in `exporter export --help` (else the step is skipped)
+    search: bool = False  # the plain command: the mixed-precision search on (int8 only where it is faster)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ REAL_MODELS = {
     "efficientnet_lite0": RealModel(
         "efficientnet_lite0", "EfficientNet-Lite0 (ImageNet weights)", None,
         _steps(0.3, 3.0, ("--distill", "--distill-minutes", "10")),
+    ),  # fmt: skip
+    "mobilenet_v2_photos@search": RealModel(
+        "mobilenet_v2_photos@search", "MobileNetV2", 4.0,
+        (
+            Step("int8, search on", search=True),
+            Step("prune to 4x + distill + int8, search on", ("--prune-speedup", "4", "--distill"), search=True),
+        ),
+        zoo="mobilenet_v2_photos",
     ),  # fmt: skip
     "mobilenet_v2_photos@3x": RealModel(
         "mobilenet_v2_photos@3x", "MobileNetV2", None,
@@ -156,15 +165,19 @@ def exporter_flags() -> str:
     return done.stdout
 
 
-def run_cli(label: str, model_args: list[str], zoo: Path, flags: tuple[str, ...], out: Path, reuse: bool = False) -> RunResult:
+def run_cli(
+    label: str, model_args: list[str], zoo: Path, flags: tuple[str, ...], out: Path, reuse: bool = False, search: bool = False
+) -> RunResult:
     """Run one `exporter export ... --target cpu-int8 --no-search` and read its report.json.
 
     `--no-search`: a run that misses the gate keeps its all-int8 file (no int8/float mix), so every
-    row is the plain int8 model of its step.
+    row is the plain int8 model of its step. `search`: the plain command, search on (layers where int8
+    is slower stay float).
     """
     command = [
         sys.executable, "-m", "exporter", "export", *model_args, "--target", "cpu-int8",
-        "--calib", str(zoo / "calib.npz"), "--val", str(zoo / "val.npz"), "--out", str(out), "--force", "--no-search", *flags,
+        "--calib", str(zoo / "calib.npz"), "--val", str(zoo / "val.npz"), "--out", str(out), "--force",
+        *(() if search else ("--no-search",)), *flags,
     ]  # fmt: skip
     log = out.with_suffix(".log")
     if reuse and log.exists() and log.read_text().startswith(json.dumps(command)):
@@ -288,7 +301,8 @@ def run_model(spec: RealModel, work: Path, help_text: str, budget_s: float, reus
         if step.needs and step.needs not in help_text:
             print(f"  {step.label}: skipped ({step.needs} is not in this exporter)", flush=True)
             continue
-        results.append(run_cli(step.label, [str(zoo / "model.pt2")], zoo, step.flags, work / f"{spec.name}-{number}", reuse))
+        out = work / f"{spec.name}-{number}"
+        results.append(run_cli(step.label, [str(zoo / "model.pt2")], zoo, step.flags, out, reuse, search=step.search))
     base = results[0]
     if not base.ok:
         return [[spec.folder, "int8", "-", "-", "-", "-", "-", "-", "-", "-", "-", base.error]]
