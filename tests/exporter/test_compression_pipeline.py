@@ -27,10 +27,11 @@ def test_fold_prune_distill_then_int8(sample_dir, tmp_path, capsys, monkeypatch)
     prune = passes["prune"]
     assert prune["params_after"] < 0.3 * prune["params_before"]  # half the channels: about a quarter of the weights
     assert prune["macs_after"] < 0.3 * prune["macs_before"]
-    assert prune["metrics"]["top1_agreement"] < 0.6  # pruning alone loses the model...
+    assert any("took their removed inputs' mean into their bias" in n for n in prune["notes"])  # repaired...
+    assert prune["metrics"]["top1_agreement"] < 0.9  # ...but pruning alone still costs agreement...
     distill = passes["distill"]
-    assert distill["metrics"]["top1_agreement"] > 0.9  # ...and distillation recovers it
-    assert distill["summary"]["agreement_after"] > distill["summary"]["agreement_before"] + 0.3
+    assert distill["metrics"]["top1_agreement"] > 0.93  # ...and distillation recovers it
+    assert distill["summary"]["agreement_after"] > distill["summary"]["agreement_before"] + 0.08
     assert report["measurements"]["params_final"] == prune["params_after"]
 
     # The deployable file holds the pruned weights: a quarter of the original float size, then int8.
