@@ -103,6 +103,16 @@ REAL_MODELS = {
         ),
         zoo="mobilenet_v2_photos",
     ),  # fmt: skip
+    "mobilenet_v2_photos@long": RealModel(
+        "mobilenet_v2_photos@long", "MobileNetV2", 4.0,
+        (
+            Step(
+                "prune to 4x + distill (150 epochs, patience 40) + int8, search on",
+                ("--prune-speedup", "4", "--distill", "--distill-epochs", "150", "--distill-patience", "40"), search=True,
+            ),
+        ),
+        zoo="mobilenet_v2_photos",
+    ),  # fmt: skip
     "mobilenet_v2_photos@3x": RealModel(
         "mobilenet_v2_photos@3x", "MobileNetV2", None,
         (Step("int8"), Step("prune to 3x + distill + int8", ("--prune-speedup", "3", "--distill"), needs="--prune-speedup")),
