@@ -222,11 +222,11 @@ def compress_stage(run: ExportRun) -> None:
     from exporter.validate import compare_torch
 
     example_inputs = tuple(torch.from_numpy(s.example(batch=2, seed=run.plan.data.seed)) for s in run.specs)
-    graph = pass_graph(run, example_inputs)
+    lifted = pass_graph(run, example_inputs)
     ctx = PassContext(
         example_inputs=example_inputs,
         input_specs=run.specs,
-        teacher=graph.teacher,
+        teacher=lifted,
         calib=run.calib,
         val=run.val,
         seed=run.plan.data.seed,
@@ -235,7 +235,7 @@ def compress_stage(run: ExportRun) -> None:
         quantization=run.plan.target.quantization,
         batch_size=run.plan.data.batch_size,
     )
-    model = graph.student
+    model = lifted
     for step in run.plan.passes:
         model, record = PASSES.get(step.name)(step.config).run(model, ctx)
         record.metrics = compare_torch(model, run.reference)
@@ -246,20 +246,13 @@ def compress_stage(run: ExportRun) -> None:
     run.export_reference = reference_outputs(model, run.val, run.specs, run.plan.data.batch_size)
 
 
-@dataclass
-class PassGraph:
-    """The model the passes transform (`student`) and the untouched original they learn from (`teacher`)."""
-
-    student: Any
-    teacher: Any
-
-
-def pass_graph(run: ExportRun, example_inputs: tuple) -> PassGraph:
+def pass_graph(run: ExportRun, example_inputs: tuple) -> Any:
     """The lifted `torch.export` graph of the user's model, which every compression pass works on.
 
     A `.pt2` program is lifted as it is; an `nn.Module` is captured with `torch.export` first (if that
     fails, the passes get the module itself and read it with `torch.fx`, and a warning says why).
     A TorchScript file has no graph the passes can rebuild: one line says how to get a `.pt2`.
+    The same graph is the teacher: each pass works on a private copy and never changes what it is given.
     """
     from exporter.program_graph import CaptureFailure, capture, lift
 
@@ -275,8 +268,8 @@ def pass_graph(run: ExportRun, example_inputs: tuple) -> PassGraph:
             program = capture(run.original, example_inputs)
         except CaptureFailure as exc:
             run.warnings.append(f"{exc}; the compression passes read the module with torch.fx instead")
-            return PassGraph(student=run.original, teacher=run.original)
-    return PassGraph(student=lift(program), teacher=lift(program))
+            return run.original
+    return lift(program)
 
 
 def export_stage(run: ExportRun) -> None:

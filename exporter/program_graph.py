@@ -79,7 +79,7 @@ def lift(program: torch.export.ExportedProgram) -> fx.GraphModule:
         if weight not in attrs or not attrs[weight].endswith(".weight") and attrs[weight] != "weight":
             continue
         owner = attrs[weight].rpartition(".")[0]
-        params = _layer_params(node, kind, attrs, owner, graph_module)
+        params = _layer_params(node, kind, attrs, owner)
         if params is None or not _owned_by(owner, params, graph_module, uses, node) or not _plain_outputs(node):
             continue
         module = kind.build(node, {name: _resolve(graph_module, attrs[p]) for name, p in params.items()})
@@ -102,11 +102,6 @@ def lift(program: torch.export.ExportedProgram) -> fx.GraphModule:
     graph._tracer_extras = {}
     plain = fx.GraphModule(graph_module, graph, class_name="LiftedProgram")
     return plain.eval()
-
-
-def is_lifted(model: nn.Module) -> bool:
-    """True for a model made by `lift` (or any `fx.GraphModule`, whose graph the passes may edit)."""
-    return isinstance(model, fx.GraphModule)
 
 
 # -- which aten calls become which modules ----------------------------------------------------------
@@ -196,9 +191,7 @@ _KINDS: dict[object, _LayerKind] = {
 # -- rewriting the graph ----------------------------------------------------------------------------
 
 
-def _layer_params(
-    node: fx.Node, kind: _LayerKind, attrs: dict[fx.Node, str], owner: str, graph_module: fx.GraphModule
-) -> dict[str, fx.Node] | None:
+def _layer_params(node: fx.Node, kind: _LayerKind, attrs: dict[fx.Node, str], owner: str) -> dict[str, fx.Node] | None:
     """Parameter name -> get_attr node, if every parameter argument is an attribute of `owner` named as expected."""
     params: dict[str, fx.Node] = {}
     for position, name in kind.param_args.items():

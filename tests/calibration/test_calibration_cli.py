@@ -8,7 +8,6 @@ import re
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from exporter.cli import main

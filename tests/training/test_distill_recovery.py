@@ -41,14 +41,6 @@ class DigitsNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits() -> dict[str, np.ndarray]:
     """sklearn's 1,797 digits upsampled to 16x16 in [0, 1], shuffled: 1,000 to train, 300 calib, 300 test."""
