@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from exporter.errors import CompressionError, PlanError
 from exporter.modelstats import batch_one
@@ -34,6 +34,7 @@ from exporter.passes._graph import (
 )
 from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
+from exporter.passes.residual_branches import ResidualBranch, branch_means, find_branches, remove_branches, without_branch
 from exporter.passes.prune_repair import (
     calibration_batches,
     compensate_removed_inputs,
@@ -77,6 +78,12 @@ class PruneConfig(PassConfig):
         "what a speed goal weighs each saving against: output (the change of the model's outputs on up to "
         "32 calibration samples with that group alone pruned, measured at 4 counts per group) or importance "
         "(the normalised channel importance removed)",
+    )
+    blocks: Literal["auto", "keep"] = setting(
+        "auto",
+        "under a speed goal with output sensitivity: auto lets a residual block's branch go whole (replaced by its "
+        "mean output on calibration samples) where that buys more time per unit of output error than thinning "
+        "channels, which is where small nets spend their time at batch 1 (per-operator cost); keep: never",
     )
     repair: Literal["auto", "none"] = setting(
         "auto",
@@ -175,6 +182,11 @@ class Prune(CompressionPass):
             compensated = compensate_removed_inputs(model, graph, kept, input_means(model, graph, repair_batches))
         changes = shrink(model, graph, kept)
         record_pruned_outputs(model, graph, kept)  # lineage: which original channels each layer kept
+        if speed.removed:
+            # means on the thinned model: the branch's input and the addition's width have changed
+            batches = repair_batches or [speed.probe if speed.probe is not None else example]
+            remove_branches(model, speed.removed, branch_means(model, speed.removed, batches))
+            changes += [{"layer": b.label, "type": "residual branch", "removed": list(b.layers)} for b in speed.removed]
         _check_runs(model, example, reference)
         if repair_batches:
             norms = recalibrate_batchnorm(model, repair_batches)
@@ -217,6 +229,8 @@ class _SpeedInputs:
     summary: dict[str, Any]
     probe: tuple[torch.Tensor, ...] | None = None
     specs: list[Any] | None = None
+    removed: list[ResidualBranch] = dataclasses.field(default_factory=list)
+    """Residual branches the allocation removes whole (set by `_plan`)."""
 
     def whole_model(self, model: nn.Module, notes: list[str]) -> Any:
         """A callable timing the whole original model (float and int8) for a measured cost model, else None."""
@@ -349,17 +363,47 @@ def _plan(
     goal = config.speed_goal
     if goal is not None and speed.cost_model is not None:
         step = SPEED_STEP if config.round_to == 1 else config.round_to
+        branches = _removable_branches(model, config)
         allocation = plan_for_speed(
             model, speed.example, graph, {r: scores[r] for r in pooled},
             {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
             goal, speed.cost_model, speed.precision,
             _output_error(model, graph, scores, speed.probe) if speed.probe is not None else None,
             speed.whole_model(model, notes),
+            branches, _branch_error(model, speed.probe) if branches and speed.probe is not None else None,
         )  # fmt: skip
         plan.update({root: (scores[root], keep) for root, keep in allocation.keep.items()})
+        speed.removed = [b for b in branches if b.add in allocation.removed_adds]
         speed.summary.update(allocation.summary())
         notes += allocation.notes()
     return plan
+
+
+def _removable_branches(model: nn.Module, config: PruneConfig) -> list[ResidualBranch]:
+    """The residual branches a speed goal may remove: none unless `blocks` is auto on an editable graph module."""
+    if config.blocks != "auto" or config.sensitivity != "output" or not isinstance(model, fx.GraphModule):
+        return []
+    ignored = [name for pattern in config.ignore for name in matching(dict(model.named_modules()), pattern)]
+    return [b for b in find_branches(model) if not set(b.layers) & set(ignored)]
+
+
+def _branch_error(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
+    """`error(branch)`: relative squared change of the outputs with only that branch replaced by its mean."""
+    with torch.no_grad():
+        reference = _tensors(model(*inputs))
+    scale = sum(float(r.double().pow(2).sum()) for r in reference) or 1.0
+
+    def error(branch: ResidualBranch) -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                got = _tensors(without_branch(model, branch, inputs)(*inputs))
+        finally:
+            torch.set_num_threads(threads)
+        return sum(float((g.double() - r.double()).pow(2).sum()) for g, r in zip(got, reference)) / scale
+
+    return error
 
 
 def _global_ratios(scores: dict[int, torch.Tensor], ratio: float) -> dict[int, float]:

@@ -31,6 +31,7 @@ import torch
 
 from exporter.passes._channels import ChannelGraph, Layout
 from exporter.passes.layer_cost import CostModel, LayerShape, Precision, Resizing, WholeModelTiming
+from exporter.passes.residual_branches import ResidualBranch
 
 SPEED_STEP = 16
 """Default channel multiple under a speed goal. Measured with onnxruntime 1.32 on this Xeon (AVX-512 VNNI), batch 1:
@@ -138,6 +139,18 @@ class GroupState:
 
 
 @dataclass
+class BranchChoice:
+    """A residual branch the allocation may remove whole: its layers (indices into the costed layers) and error."""
+
+    label: str
+    add: str
+    """The addition node the branch feeds (what identifies it in the graph)."""
+    layers: list[int]
+    loss: float
+    """Measured output error with the branch replaced by its mean."""
+
+
+@dataclass
 class Allocation:
     """The chosen keep counts and the estimates behind them (plain data goes to the pass record)."""
 
@@ -157,6 +170,13 @@ class Allocation:
     seconds: dict[str, float] = field(default_factory=dict)
     layer_sums: tuple[float, float, float] | None = None
     """Without whole-model calibration: None. With it: the summed layer costs (original float, unpruned, after)."""
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    """The residual branches removed whole: label, layer count, cost saved, output error."""
+
+    @property
+    def removed_adds(self) -> set[str]:
+        """The addition nodes whose residual branches the allocation removed."""
+        return {row["add"] for row in self.removed}
 
     @property
     def reached(self) -> bool:
@@ -177,8 +197,10 @@ class Allocation:
             f"estimated_after_in_float_{self.unit}": None if self.float_after is None else _round(self.float_after),
             "calibrated_by_whole_model": self.layer_sums is not None,
             "allocation_steps": self.steps,
+            "branches_removed": len(self.removed),
             **self.seconds,
             "group_keep": self.groups,
+            "removed_branches": self.removed,
         }
 
     def notes(self) -> list[str]:
@@ -206,6 +228,11 @@ class Allocation:
                 "every group reached its floor (1/8 of its channels, rounded to the step) or saves nothing more: "
                 "prune layers that are kept whole (see the skipped list) or lower the goal"
             )
+        for row in self.removed:
+            lines.append(
+                f"{row['branch']}: residual branch removed ({row['layers']} layers, replaced by its mean output), "
+                f"saves {_round(row['saved'])} {self.unit} for output error {row['output_error']:.3g}"
+            )
         for g in self.groups:
             if g["channels"][0] != g["channels"][1]:
                 lines.append(
@@ -229,8 +256,13 @@ def allocate(
     precision: Precision,
     producers: dict[int, list[str]],
     whole: WholeModelTiming | None = None,
+    branches: list[BranchChoice] | None = None,
 ) -> Allocation:
     """Keep counts per group in `groups` that meet `goal`, with `fixed_keep` groups held at their counts.
+
+    `branches`: residual branches that may be removed whole. Removing one is a candidate step like any
+    other: it saves its layers' current cost for its measured output error, less the error its own groups'
+    thinning already counted. The groups inside a removed branch are then left alone.
 
     `whole`: measured wall times of the whole original model; the summed layer costs are then scaled
     by (wall time / summed layer costs) of the original, per precision, so that what the layers do not
@@ -260,11 +292,34 @@ def allocate(
     keep = {**fixed_keep, **{root: g.size for root, g in groups.items()}}
     current = [cost_of(layer, keep) for layer in layers]
     steps = 0
+    branches = branches or []
+    dead: set[int] = set()  # layers of removed branches: they cost nothing
+    removed: list[int] = []
+    removal_saved: dict[int, float] = {}
+    inner = [[r for r, g in groups.items() if g.layers and set(g.layers) <= set(b.layers)] for b in branches]
+
+    def live(root: int) -> bool:
+        return not set(groups[root].layers) <= dead
 
     def change(root: int, count: int) -> tuple[float, list[float]]:
         """Cost change of moving group `root` to `count`, and its layers' new costs."""
-        new = [cost_of(layers[i], {**keep, root: count}) for i in groups[root].layers]
+        new = [0.0 if i in dead else cost_of(layers[i], {**keep, root: count}) for i in groups[root].layers]
         return sum(new) - sum(current[i] for i in groups[root].layers), new
+
+    def remove(index: int) -> None:
+        removal_saved[index] = sum(current[i] for i in branches[index].layers)
+        for i in branches[index].layers:
+            current[i] = 0.0
+        dead.update(branches[index].layers)
+        removed.append(index)
+
+    def removal_value(index: int) -> float | None:
+        """Cost saved per unit of output error added by removing branch `index` (None: nothing to save)."""
+        saving = sum(current[i] for i in branches[index].layers)
+        if index in removed or saving <= 0:
+            return None
+        already = sum(groups[r].loss(keep[r]) for r in inner[index])
+        return saving / max(branches[index].loss - already, 1e-12)
 
     def move(root: int, count: int, new: list[float]) -> None:
         for i, cost in zip(groups[root].layers, new):
@@ -276,7 +331,7 @@ def allocate(
         best: tuple[float, int, int, list[float]] | None = None
         for root, group in groups.items():
             smaller = group.next_keep(keep[root])
-            if smaller is None:
+            if smaller is None or not live(root):
                 continue
             delta, new = change(root, smaller)
             if delta >= 0:
@@ -284,16 +339,22 @@ def allocate(
             value = -delta / max(group.loss(smaller) - group.loss(keep[root]), 1e-12)
             if best is None or value > best[0]:
                 best = (value, root, smaller, new)
-        if best is None:
+        cut = max(
+            ((v, i) for i in range(len(branches)) if (v := removal_value(i)) is not None), default=None
+        )
+        if cut is not None and (best is None or cut[0] > best[0]):
+            remove(cut[1])
+        elif best is None:
             break
-        move(*best[1:])
+        else:
+            move(*best[1:])
         steps += 1
     # Give back: the last step may overshoot; regrow where it restores the most loss per unit of cost, within the goal.
     while sum(current) <= target:
         best = None
         for root, group in groups.items():
             larger = group.previous_keep(keep[root])
-            if larger is None:
+            if larger is None or not live(root):
                 continue
             delta, new = change(root, larger)
             if sum(current) + delta > target:
@@ -306,12 +367,26 @@ def allocate(
         move(*best[1:])
         steps += 1
     total = sum(current)
-    after_raw = sum(layer.cost(cost_model, keep, "float" if precision == "float" else "int8") for layer in layers)
-    in_float = sum(cost_of(layer, keep, "float") for layer in layers)
+    alive = [layer for i, layer in enumerate(layers) if i not in dead]
+    after_raw = sum(layer.cost(cost_model, keep, "float" if precision == "float" else "int8") for layer in alive)
+    in_float = sum(cost_of(layer, keep, "float") for layer in alive)
+    for index in removed:  # the groups of a removed branch are not cut: the branch goes whole
+        for root in inner[index]:
+            keep[root] = groups[root].size
     saved = {}
     for root, group in groups.items():
-        before = sum(cost_of(layers[i], {**keep, root: group.size}) for i in group.layers)
+        before = sum(0.0 if i in dead else cost_of(layers[i], {**keep, root: group.size}) for i in group.layers)
         saved[root] = before - sum(current[i] for i in group.layers)
+    removed_rows = [
+        {
+            "branch": branches[i].label,
+            "add": branches[i].add,
+            "layers": len(branches[i].layers),
+            "saved": _round(removal_saved[i]),
+            "output_error": round(branches[i].loss, 6),
+        }
+        for i in removed
+    ]
     all_saved = sum(max(v, 0.0) for v in saved.values()) or 1.0
     rows = [
         {
@@ -339,6 +414,7 @@ def allocate(
         float_after=in_float if precision != "float" else None,
         steps=steps,
         groups=rows,
+        removed=removed_rows,
         criterion=(
             "output error added (measured on calibration samples; importance where a trial failed)"
             if any(g.curve for g in groups.values())
@@ -407,6 +483,8 @@ def plan_for_speed(
     precision: Precision,
     output_error: Callable[[int, int], float] | None = None,
     whole_model: Callable[[], WholeModelTiming] | None = None,
+    branches: list[ResidualBranch] | None = None,
+    branch_error: Callable[[ResidualBranch], float] | None = None,
 ) -> Allocation:
     """Measure (or look up) the layer costs, then allocate keep counts to the groups in `scores`.
 
@@ -414,6 +492,7 @@ def plan_for_speed(
     (a `layer_ratios` override), counted at that count. `output_error(root, keep)`: the model's
     output error with only that group pruned to `keep` (None: weigh by channel importance only).
     `whole_model()`: wall times of the whole original model, to calibrate the estimate (see `allocate`).
+    `branches`: residual branches that may go whole, weighed by `branch_error(branch)` (both needed).
     """
     from exporter.passes.layer_cost import layer_shapes
 
@@ -435,14 +514,41 @@ def plan_for_speed(
     groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
     if output_error is not None:
         measure_curves(groups, output_error)
+    choices = branch_choices(branches or [], layers, branch_error) if branch_error is not None else []
     lap("seconds_sensitivity")
     producers = {root: list(graph.spaces.producers[root]) for root in scores}
     whole = whole_model() if whole_model is not None else None
     lap("seconds_whole_model")
-    allocation = allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers, whole)
+    allocation = allocate(goal, layers, groups, fixed_keep, cost_model, precision, producers, whole, choices)
     lap("seconds_allocation")
     allocation.seconds = seconds
     return allocation
+
+
+def branch_choices(
+    branches: list[ResidualBranch], layers: list[CostedLayer], error: Callable[[ResidualBranch], float]
+) -> list[BranchChoice]:
+    """The removable branches whose layers are all costed, each with its measured removal error.
+
+    A branch whose trial fails to run is not offered.
+    """
+    from exporter.progress import progress_bar
+
+    index = {layer.shape.name: i for i, layer in enumerate(layers)}
+    costed = [b for b in branches if all(name in index for name in b.layers)]
+    choices = []
+    bar = progress_bar("measuring residual-branch removal", total=len(costed), unit="trial")
+    try:
+        for branch in costed:
+            bar.update(1)
+            try:
+                loss = float(error(branch))
+            except Exception:  # a trial the model cannot run: the branch stays
+                continue
+            choices.append(BranchChoice(branch.label, branch.add, [index[name] for name in branch.layers], loss))
+    finally:
+        bar.close()
+    return choices
 
 
 CURVE_FRACTIONS = (0.75, 0.5, 0.25, 0.0)
