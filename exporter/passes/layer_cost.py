@@ -45,9 +45,8 @@ from torch import nn
 
 from exporter.registry import Registry
 
-Precision = Literal["float", "int8", "mixed"]
-"""What a layer runs in. Cost models answer for float and int8; `mixed` (speed goals only) is the faster of the two
-per layer, which is what the exporter's per-layer speed choice deploys for a static int8 target."""
+Precision = Literal["float", "int8"]
+"""What a layer runs in."""
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 """Where the `int8-latency` model measures a dimension that can shrink, as fractions of its full size."""

@@ -58,8 +58,6 @@ class SpeedGoal:
 
     def describe(self, precision: str) -> str:
         """One line for the report."""
-        if precision == "mixed":
-            precision = "int8 where int8 is faster, float elsewhere"
         if self.latency_ms is not None:
             return f"estimated {precision} batch-1 latency <= {self.latency_ms:g} ms"
         return f"{self.speedup:g}x faster than the original float model at batch 1 (pruned, then {precision})"
@@ -281,9 +279,7 @@ def allocate(
         scales = {p: walls[p] / sums[p] if sums[p] > 0 else 1.0 for p in needed}
 
     def cost_of(layer: CostedLayer, counts: dict[int, int], in_precision: str = precision) -> float:
-        """One layer's calibrated cost; `mixed`: the faster of int8 and float, as the per-layer speed choice picks."""
-        if in_precision == "mixed":
-            return min(cost_of(layer, counts, "int8"), cost_of(layer, counts, "float"))
+        """One layer's cost, calibrated to the whole model's measured time in that precision."""
         return layer.cost(cost_model, counts, in_precision) * scales[in_precision]
 
     original = sum(cost_of(layer, full, "float") for layer in layers)
@@ -508,8 +504,8 @@ def plan_for_speed(
     shapes = layer_shapes(model, example_inputs)
     varying = set(scores) | set(fixed_keep)
     layers = costed_layers(graph, shapes, varying)
-    # float too: is the pruned model faster in float? (`mixed` needs both)
-    cost_model.prepare(resizings(layers), {"int8" if precision == "mixed" else precision, "float"})
+    # float too: the goal is over the original float model, and the report says if the pruned one is faster in float
+    cost_model.prepare(resizings(layers), {precision, "float"})
     lap("seconds_layer_costs")
     groups = {root: group_state(root, graph.spaces.size[root], s, steps[root]) for root, s in scores.items()}
     if output_error is not None:
