@@ -200,8 +200,10 @@ class MeasuredLatencyCost(CostModel):
         self.table: dict[str, float] = {}
         self.measured = 0
         self.cache_path = self.cache_dir / f"layer-latency-{self._cache_key()}.json"
-        self.whole_model_cache = self.cache_dir / f"whole-model-{self._cache_key()}"
+        self.whole_model_cache = self.cache_dir / f"whole-model-warm-{self._cache_key()}"
         """File prefix for `whole_model_ms` results measured under this key."""
+        self.speed_check_cache = self.cache_dir / f"speed-check-{self._cache_key()}"
+        """File prefix for `measured_speedup` results measured under this key."""
 
     def _cache_key(self) -> str:
         import onnxruntime as ort
@@ -524,35 +526,95 @@ def whole_model_ms(
     so the same model on the same CPU is always pruned alike.
     Raises whatever export or onnxruntime raise; the caller treats a failure as "no calibration".
     """
+    with tempfile.TemporaryDirectory(prefix="exporter-whole-model-") as scratch:
+        float_path, int8_path = _export_both(model, specs, scheme, feeds, Path(scratch))
+        cached = _cache_file(cache, float_path)
+        known = _read_cache(cached) if cached else {}
+        if "float_ms" in known and "int8_ms" in known:
+            return WholeModelTiming(known["float_ms"], known["int8_ms"])
+        times = _interleaved({"float": float_path, "int8": int8_path}, feeds)
+    if cached:
+        _write_cache(cached, {"float_ms": times["float"], "int8_ms": times["int8"]})
+    return WholeModelTiming(times["float"], times["int8"])
+
+
+def measured_speedup(
+    original: nn.Module,
+    pruned: nn.Module,
+    precision: Precision,
+    specs: list[Any],
+    scheme: Any,
+    feeds: list[dict[str, np.ndarray]],
+    cache: Path | None = None,
+) -> float:
+    """How many times faster `pruned` (in `precision`, quantized like the layers) runs than `original` in float.
+
+    Both timed at batch 1 in one interleaved run (fastest tenth), cached per pair of exported models.
+    Raises whatever export or onnxruntime raise.
+    """
+    with tempfile.TemporaryDirectory(prefix="exporter-speed-check-") as scratch:
+        folder = Path(scratch)
+        (folder / "original").mkdir()
+        original_path = folder / "original" / "model.onnx"
+        from exporter.onnx_export import export_onnx
+
+        export_onnx(original, specs, original_path, opset=18, dynamic_batch=True)
+        float_path, int8_path = _export_both(pruned, specs, scheme, feeds, folder, quantize=precision == "int8")
+        deployed = int8_path if precision == "int8" else float_path
+        cached = _cache_file(cache, original_path, deployed)
+        known = _read_cache(cached) if cached else {}
+        if "speedup" in known:
+            return known["speedup"]
+        times = _interleaved({"original": original_path, "pruned": deployed}, feeds)
+    speedup = times["original"] / times["pruned"]
+    if cached:
+        _write_cache(cached, {"speedup": speedup})
+    return speedup
+
+
+def _export_both(
+    model: nn.Module, specs: list[Any], scheme: Any, feeds: list[dict[str, np.ndarray]], folder: Path, quantize: bool = True
+) -> tuple[Path, Path]:
+    """`model` as float ONNX in `folder`, and quantized like the layers (QDQ, `scheme`) when `quantize`."""
     from onnxruntime.quantization import quantize_static
 
     from exporter.onnx_export import export_onnx
     from exporter.quantizers.static import ort_static_arguments, preprocess_for_quantization
     from exporter.quiet import quiet_onnxruntime
+
+    float_path, pre_path, int8_path = (folder / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
+    export_onnx(model, specs, float_path, opset=18, dynamic_batch=True)
+    if not quantize:
+        return float_path, float_path
+    preprocess_for_quantization(float_path, pre_path)
+
+    class Reader:
+        def __init__(self) -> None:
+            self.items = list(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self.items.pop() if self.items else None
+
+    with quiet_onnxruntime():
+        quantize_static(str(pre_path), str(int8_path), Reader(), **ort_static_arguments(scheme).quantize)
+    return float_path, int8_path
+
+
+def _cache_file(prefix: Path | None, *models: Path) -> Path | None:
+    """The cache file for a measurement of these ONNX files (keyed by their bytes), or None without a prefix."""
+    if prefix is None:
+        return None
+    digest = hashlib.sha256()
+    for path in models:
+        digest.update(path.read_bytes())
+    return Path(f"{prefix}-{digest.hexdigest()[:16]}.json")
+
+
+def _interleaved(paths: dict[str, Path], feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Batch-1 milliseconds of each ONNX file, interleaved, the fastest tenth."""
     from exporter.runtime import interleaved_latency_ms, session_for
 
-    with tempfile.TemporaryDirectory(prefix="exporter-whole-model-") as scratch:
-        float_path, pre_path, int8_path = (Path(scratch) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
-        export_onnx(model, specs, float_path, opset=18, dynamic_batch=True)
-        cached = Path(f"{cache}-{hashlib.sha256(float_path.read_bytes()).hexdigest()[:16]}.json") if cache else None
-        known = _read_cache(cached) if cached else {}
-        if "float_ms" in known and "int8_ms" in known:
-            return WholeModelTiming(known["float_ms"], known["int8_ms"])
-        preprocess_for_quantization(float_path, pre_path)
-
-        class Reader:
-            def __init__(self) -> None:
-                self.items = list(feeds)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                return self.items.pop() if self.items else None
-
-        with quiet_onnxruntime():
-            quantize_static(str(pre_path), str(int8_path), Reader(), **ort_static_arguments(scheme).quantize)
-        sessions = {"float": session_for(float_path), "int8": session_for(int8_path)}
-        feed = {k: v[:1] for k, v in feeds[0].items()}
-        calls = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
-        times = interleaved_latency_ms(calls, warmup=10, repeats=200, budget_s=20.0, quantile=0.1)
-    if cached:
-        _write_cache(cached, {"float_ms": times["float"], "int8_ms": times["int8"]})
-    return WholeModelTiming(times["float"], times["int8"])
+    sessions = {name: session_for(path) for name, path in paths.items()}
+    feed = {k: v[:1] for k, v in feeds[0].items()}
+    calls = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
+    return interleaved_latency_ms(calls, warmup=10, repeats=200, budget_s=20.0, quantile=0.1, settle=1)

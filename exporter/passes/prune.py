@@ -185,7 +185,8 @@ class Prune(CompressionPass):
         if speed.removed:
             # means on the thinned model: the branch's input and the addition's width have changed
             batches = repair_batches or [speed.probe if speed.probe is not None else example]
-            remove_branches(model, speed.removed, branch_means(model, speed.removed, batches))
+            for branch in speed.removed:  # in graph order, each mean measured with the earlier ones gone
+                remove_branches(model, [branch], branch_means(model, [branch], batches))
             changes += [{"layer": b.label, "type": "residual branch", "removed": list(b.layers)} for b in speed.removed]
         _check_runs(model, example, reference)
         if repair_batches:
@@ -232,12 +233,46 @@ class _SpeedInputs:
     removed: list[ResidualBranch] = dataclasses.field(default_factory=list)
     """Residual branches the allocation removes whole (set by `_plan`)."""
 
+    def feeds(self) -> list[dict[str, Any]]:
+        """Up to 8 single samples (probe or example inputs) as onnxruntime feeds."""
+        inputs = self.probe if self.probe is not None else self.example
+        return [{s.name: t[i : i + 1].numpy() for s, t in zip(self.specs, inputs)} for i in range(min(8, len(inputs[0])))]
+
+    def check(
+        self, model: nn.Module, graph: ChannelGraph, scores: dict[int, torch.Tensor],
+        fixed: dict[int, tuple[torch.Tensor, int]], branches: list[ResidualBranch], notes: list[str],
+    ) -> Any:  # fmt: skip
+        """A callable measuring an allocation's real speedup over the original float model (measured costs only)."""
+        if not isinstance(self.cost_model, MeasuredLatencyCost) or not self.specs:
+            return None
+        from exporter.passes.layer_cost import measured_speedup
+
+        inputs = self.probe if self.probe is not None else self.example
+
+        def measure(allocation: Any) -> float | None:
+            counts = {**{r: k for r, (_, k) in fixed.items()}, **allocation.keep}
+            trial = copy.deepcopy(model)
+            kept = {root: _select(scores[root], count, graph.spaces.groups[root]) for root, count in counts.items()}
+            shrink(trial, _for_copy(graph, trial), kept)
+            gone = [b for b in branches if b.add in allocation.removed_adds]
+            for branch in gone:
+                remove_branches(trial, [branch], branch_means(trial, [branch], [inputs]))
+            try:
+                return measured_speedup(
+                    model, trial, self.precision, self.specs, self.cost_model.scheme, self.feeds(),
+                    cache=self.cost_model.speed_check_cache,
+                )
+            except Exception as exc:  # export or onnxruntime: the estimate stands alone
+                notes.append(f"measured check skipped ({type(exc).__name__}: {str(exc)[:200]})")
+                return None
+
+        return measure
+
     def whole_model(self, model: nn.Module, notes: list[str]) -> Any:
         """A callable timing the whole original model (float and int8) for a measured cost model, else None."""
         if not isinstance(self.cost_model, MeasuredLatencyCost) or not self.specs:
             return None
-        inputs = self.probe if self.probe is not None else self.example
-        feeds = [{s.name: t[i : i + 1].numpy() for s, t in zip(self.specs, inputs)} for i in range(min(8, len(inputs[0])))]
+        feeds = self.feeds()
 
         def timing() -> Any:
             try:
@@ -373,6 +408,7 @@ def _plan(
             _output_error(model, graph, scores, speed.probe) if speed.probe is not None else None,
             speed.whole_model(model, notes),
             branches, _branch_error(model, speed.probe) if branches and speed.probe is not None else None,
+            speed.check(model, graph, scores, plan, branches, notes),
         )  # fmt: skip
         plan.update({root: (scores[root], keep) for root, keep in allocation.keep.items()})
         speed.removed = [b for b in branches if b.add in allocation.removed_adds]

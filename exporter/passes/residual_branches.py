@@ -16,6 +16,7 @@ least one Conv or Linear, while the other input (the skip) does not depend on an
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -131,8 +132,13 @@ def branch_means(
 
 
 def remove_branches(model: fx.GraphModule, branches: list[ResidualBranch], means: dict[str, torch.Tensor]) -> None:
-    """Replace each branch by its mean (a buffer added to the skip), then drop the nodes and modules left unused."""
+    """Replace each branch by its mean, then drop the nodes and modules left unused.
+
+    The mean goes into the bias of the layer that produces the skip where that is exact (`_fold`), which
+    removes the addition as well; otherwise it stays a buffer added to the skip.
+    """
     nodes = {node.name: node for node in model.graph.nodes}
+    added = []
     for branch in branches:
         add, output = nodes[branch.add], nodes[branch.branch_output]
         buffer = f"{branch.add}_branch_mean"
@@ -140,9 +146,57 @@ def remove_branches(model: fx.GraphModule, branches: list[ResidualBranch], means
         with model.graph.inserting_before(add):
             constant = model.graph.get_attr(buffer)
         add.replace_input_with(output, constant)
+        added.append((add, constant))
+    model.graph.eliminate_dead_code()  # the branches go: the skips lose those users
+    calls = Counter(str(n.target) for n in model.graph.nodes if n.op == "call_module")
+    for add, constant in added:
+        # the skip as it is now: an earlier fold may have replaced the addition it was
+        (skip,) = [a for a in add.args[:2] if a is not constant]
+        if _fold(model, skip, add, getattr(model, str(constant.target)), calls):
+            add.replace_all_uses_with(skip)
+            model.graph.erase_node(add)
+            model.graph.erase_node(constant)
+            delattr(model, str(constant.target))
     model.graph.eliminate_dead_code()
     model.recompile()
     model.delete_all_unused_submodules()
+
+
+def _fold(model: fx.GraphModule, node: fx.Node, user: fx.Node, constant: torch.Tensor, calls: Counter) -> bool:
+    """Add `constant` (one value per channel) to the output of `node`, whose only user is `user`, by changing a bias.
+
+    `node` may be a layer with a bias (or a BatchNorm, LayerNorm) called once, whose bias takes it;
+    an addition, whose inputs are tried in turn (`a + b + c == a + (b + c)`); or a constant buffer, which
+    takes it. Anything else, or a node read elsewhere, is left alone (returns False).
+    """
+    if list(node.users) != [user]:
+        return False
+    if node.op == "call_module" and calls[str(node.target)] == 1:
+        module = model.get_submodule(str(node.target))
+        if isinstance(module, (*_LAYERS, nn.modules.batchnorm._BatchNorm, nn.LayerNorm)):
+            bias = getattr(module, "bias", None)
+            size = module.weight.shape[0] if bias is None and isinstance(module, _LAYERS) else None
+            if bias is None and size is None:
+                return False
+            if constant.numel() != (bias.numel() if bias is not None else size):
+                return False
+            with torch.no_grad():
+                if bias is None:
+                    module.bias = nn.Parameter(constant.flatten().to(module.weight.dtype).clone())
+                else:
+                    bias.add_(constant.flatten().to(bias.dtype))
+            return True
+        return False
+    if node.op == "get_attr":
+        held = getattr(model, str(node.target))
+        if not isinstance(held, torch.Tensor) or held.shape != constant.shape:
+            return False
+        with torch.no_grad():
+            held.add_(constant)
+        return True
+    if _is_add(node) and len(node.args) == 2 and node.kwargs.get("alpha", 1) == 1:
+        return any(isinstance(a, fx.Node) and _fold(model, a, node, constant, calls) for a in node.args[:2][::-1])
+    return False
 
 
 def without_branch(model: fx.GraphModule, branch: ResidualBranch, inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:

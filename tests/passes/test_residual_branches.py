@@ -98,6 +98,8 @@ def test_a_branch_with_a_constant_output_is_removed_exactly_and_runs_on_onnxrunt
     names = {name for name, _ in model.named_modules()}
     assert not any(name.startswith("blocks.1.") for name in names)  # the branch's layers are gone
     assert "blocks.0.0" in names and "blocks.2.3" in names
+    # the skip is block 0's sum, whose branch ends in a conv: the mean went into that conv's bias, no addition left
+    assert len(adds(model)) == 2 and not [n for n in model.graph.nodes if n.op == "get_attr"]
     with torch.no_grad():
         torch.testing.assert_close(model(*inputs), expected, rtol=1e-5, atol=1e-5)
         other = torch.randn(7, 3, 12, 12)
@@ -111,6 +113,26 @@ def test_a_branch_with_a_constant_output_is_removed_exactly_and_runs_on_onnxrunt
     (got,) = session.run(None, {"x": other.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, model(other).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def adds(model: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    return [n for n in model.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+
+
+def test_a_mean_that_cannot_go_into_a_bias_stays_a_constant_addition() -> None:
+    """Block 0's skip is a ReLU output: no bias can take the mean exactly, so `x + mean` stays."""
+    torch.manual_seed(0)
+    inputs = images()
+    model = lifted(ResidualStack(quiet=0), inputs)
+    with torch.no_grad():
+        expected = model(*inputs)
+    (quiet,) = [b for b in find_branches(model) if b.label == "blocks.0"]
+    remove_branches(model, [quiet], branch_means(model, [quiet], [inputs]))
+    assert len(adds(model)) == 3 and [n.target for n in model.graph.nodes if n.op == "get_attr"] == [
+        f"{quiet.add}_branch_mean"
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_speed_goal_removes_the_branch_that_costs_least_output_error() -> None:
@@ -190,3 +212,20 @@ def test_a_linear_branch_is_replaced_by_its_per_feature_mean_for_any_token_count
         x = longer + expected
         x = x + module.blocks[1](x)
         torch.testing.assert_close(model(longer), module.head(x.mean(1)), rtol=1e-5, atol=1e-5)
+
+
+def test_consecutive_removed_branches_fold_into_one_bias_exactly() -> None:
+    """Blocks 1 and 2 both quiet: block 2's skip is block 1's sum, itself folded away first."""
+    torch.manual_seed(0)
+    inputs = images()
+    module = ResidualStack(quiet=1)
+    with torch.no_grad():
+        module.blocks[2][3].weight.zero_()
+    model = lifted(module, inputs)
+    with torch.no_grad():
+        expected = model(*inputs)
+    quiet = [b for b in find_branches(model) if b.label in ("blocks.1", "blocks.2")]
+    remove_branches(model, quiet, branch_means(model, quiet, [inputs]))
+    assert len(adds(model)) == 1 and not [n for n in model.graph.nodes if n.op == "get_attr"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inputs), expected, rtol=1e-5, atol=1e-5)
