@@ -83,6 +83,12 @@ def evaluate(
 
 
 def score(metrics: dict[str, float | None]) -> tuple[float, float]:
-    """Ordering of students (higher is better): top-1 agreement first when defined, then lower loss."""
+    """Ordering of students (higher is better): lower held-out loss first, then top-1 agreement.
+
+    The loss first: on the few hundred held-out samples a user has, agreement moves in steps of
+    1/n and spikes. On the 4x MobileNetV2 (200 held-out images) agreement-first kept epoch 50 of 150
+    (agreement 0.985, loss 0.093) over epoch 150 (0.97, loss 0.044), and the kept student's test
+    accuracy was 1.6 points below the 67-epoch default run's.
+    """
     agreement = metrics.get("agreement")
-    return (agreement if agreement is not None else 0.0, -float(metrics["loss"] or 0.0))
+    return (-float(metrics["loss"] or 0.0), agreement if agreement is not None else 0.0)

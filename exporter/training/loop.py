@@ -15,7 +15,7 @@ Rules:
 - With `feature_layers` and `feature_weight` > 0, `feature_weight` times the feature-matching loss
   (`features.FeatureMatch`) is added per sample.
 - Before the first epoch and after each one, the student is measured on the held-out set; the
-  best one (highest top-1 agreement, then lowest loss; epoch 0 is the student as it came) is
+  best one (lowest loss, then highest top-1 agreement; epoch 0 is the student as it came) is
   what the run returns, or the last one with `keep="last"`. With `patience`, the run stops when
   `patience` epochs in a row brought neither a better held-out agreement nor a lower held-out loss
   (rank 0 decides for every process).
