@@ -305,17 +305,13 @@ def _probe_inputs(ctx: PassContext, config: PruneConfig) -> tuple[torch.Tensor, 
     return tuple(torch.from_numpy(batch.inputs[s.name]) for s in ctx.input_specs)
 
 
-def _output_error(
-    model: nn.Module, graph: ChannelGraph, scores: dict[int, torch.Tensor], inputs: tuple[torch.Tensor, ...]
-) -> Any:
-    """`error(root, keep)`: relative squared change of the outputs when only that group keeps `keep` channels."""
+def _change_measure(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
+    """`change(trial)`: relative squared change of a trial model's outputs on `inputs` against `model`'s."""
     with torch.no_grad():
         reference = _tensors(model(*inputs))
     scale = sum(float(r.double().pow(2).sum()) for r in reference) or 1.0
 
-    def error(root: int, keep: int) -> float:
-        trial = copy.deepcopy(model)
-        shrink(trial, _for_copy(graph, trial), {root: _select(scores[root], keep, graph.spaces.groups[root])})
+    def change(trial: nn.Module) -> float:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # many small forwards: one thread each avoids oversubscribing shared cores
         try:
@@ -324,6 +320,20 @@ def _output_error(
         finally:
             torch.set_num_threads(threads)
         return sum(float((g.double() - r.double()).pow(2).sum()) for g, r in zip(got, reference)) / scale
+
+    return change
+
+
+def _output_error(
+    model: nn.Module, graph: ChannelGraph, scores: dict[int, torch.Tensor], inputs: tuple[torch.Tensor, ...]
+) -> Any:
+    """`error(root, keep)`: relative squared change of the outputs when only that group keeps `keep` channels."""
+    change = _change_measure(model, inputs)
+
+    def error(root: int, keep: int) -> float:
+        trial = copy.deepcopy(model)
+        shrink(trial, _for_copy(graph, trial), {root: _select(scores[root], keep, graph.spaces.groups[root])})
+        return change(trial)
 
     return error
 
@@ -427,21 +437,8 @@ def _removable_branches(model: nn.Module, config: PruneConfig) -> list[ResidualB
 
 def _branch_error(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
     """`error(branch)`: relative squared change of the outputs with only that branch replaced by its mean."""
-    with torch.no_grad():
-        reference = _tensors(model(*inputs))
-    scale = sum(float(r.double().pow(2).sum()) for r in reference) or 1.0
-
-    def error(branch: ResidualBranch) -> float:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                got = _tensors(without_branch(model, branch, inputs)(*inputs))
-        finally:
-            torch.set_num_threads(threads)
-        return sum(float((g.double() - r.double()).pow(2).sum()) for g, r in zip(got, reference)) / scale
-
-    return error
+    change = _change_measure(model, inputs)
+    return lambda branch: change(without_branch(model, branch, inputs))
 
 
 def _global_ratios(scores: dict[int, torch.Tensor], ratio: float) -> dict[int, float]:
