@@ -34,7 +34,6 @@ from exporter.passes._graph import (
 )
 from exporter.passes._lineage import record_pruned_outputs
 from exporter.passes._shrink import shrink
-from exporter.passes.residual_branches import ResidualBranch, branch_means, find_branches, remove_branches, without_branch
 from exporter.passes.prune_repair import (
     calibration_batches,
     compensate_removed_inputs,
@@ -42,6 +41,7 @@ from exporter.passes.prune_repair import (
     recalibrate_batchnorm,
 )
 from exporter.passes.layer_cost import CostModel, MeasuredLatencyCost, Precision, make_cost_model, whole_model_ms
+from exporter.passes.residual_branches import ResidualBranch, find_branches, remove_in_order, without_branch
 from exporter.passes.speed_goal import SPEED_STEP, SpeedGoal, plan_for_speed
 from exporter.passes.base import CompressionPass, PassConfig, PassContext, PassResult, register_pass, setting
 
@@ -184,9 +184,7 @@ class Prune(CompressionPass):
         record_pruned_outputs(model, graph, kept)  # lineage: which original channels each layer kept
         if speed.removed:
             # means on the thinned model: the branch's input and the addition's width have changed
-            batches = repair_batches or [speed.probe if speed.probe is not None else example]
-            for branch in speed.removed:  # in graph order, each mean measured with the earlier ones gone
-                remove_branches(model, [branch], branch_means(model, [branch], batches))
+            remove_in_order(model, speed.removed, repair_batches or [speed.probe if speed.probe is not None else example])
             changes += [{"layer": b.label, "type": "residual branch", "removed": list(b.layers)} for b in speed.removed]
         _check_runs(model, example, reference)
         if repair_batches:
@@ -254,9 +252,7 @@ class _SpeedInputs:
             trial = copy.deepcopy(model)
             kept = {root: _select(scores[root], count, graph.spaces.groups[root]) for root, count in counts.items()}
             shrink(trial, _for_copy(graph, trial), kept)
-            gone = [b for b in branches if b.add in allocation.removed_adds]
-            for branch in gone:
-                remove_branches(trial, [branch], branch_means(trial, [branch], [inputs]))
+            remove_in_order(trial, [b for b in branches if b.add in allocation.removed_adds], [inputs])
             try:
                 return measured_speedup(
                     model, trial, self.precision, self.specs, self.cost_model.scheme, self.feeds(),

@@ -29,11 +29,10 @@ _ADDS = {"add", "add_", "iadd"}
 
 @dataclass(frozen=True)
 class ResidualBranch:
-    """The branch `f` of one `x + f(x)`: the addition node, its branch and skip inputs, and the layers inside."""
+    """The branch `f` of one `x + f(x)`: the addition node, the branch's output node, and the layers inside."""
 
     add: str
     branch_output: str
-    skip: str
     layers: tuple[str, ...]
     """Module names of the Conv/Linear layers the branch calls (removed with it)."""
 
@@ -93,7 +92,7 @@ def find_branches(model: fx.GraphModule) -> list[ResidualBranch]:
                 if n in branch and n.op == "call_module" and isinstance(modules.get(str(n.target)), _LAYERS)
             )  # fmt: skip
             if layers:
-                found.append(ResidualBranch(add.name, output.name, skip.name, layers))
+                found.append(ResidualBranch(add.name, output.name, layers))
                 break
     return found
 
@@ -199,8 +198,16 @@ def _fold(model: fx.GraphModule, node: fx.Node, user: fx.Node, constant: torch.T
     return False
 
 
+def remove_in_order(
+    model: fx.GraphModule, branches: list[ResidualBranch], batches: list[tuple[torch.Tensor, ...]]
+) -> None:
+    """Replace the branches by their means over `batches`, in graph order, each measured with the earlier ones gone."""
+    for branch in branches:
+        remove_branches(model, [branch], branch_means(model, [branch], batches))
+
+
 def without_branch(model: fx.GraphModule, branch: ResidualBranch, inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
     """A copy of `model` with only `branch` replaced by its mean output on `inputs`."""
     trial = copy.deepcopy(model)
-    remove_branches(trial, [branch], branch_means(trial, [branch], [inputs]))
+    remove_in_order(trial, [branch], [inputs])
     return trial
