@@ -119,7 +119,7 @@ def run_export(plan: Plan) -> ExportResult:
         run = ExportRun(plan=plan, outputs=outputs, work_dir=Path(work))
         try:
             for stage in (load_stage, data_stage, compress_stage, export_stage, quantize_stage,
-                          accuracy_stage, package_stage, measure_stage, runtime_stage):
+                          accuracy_stage, fidelity_stage, package_stage, measure_stage, runtime_stage):
                 with run.stage(stage.__name__.removesuffix("_stage")):
                     stage(run)
             from exporter.report import build_report, write_report
@@ -303,6 +303,27 @@ def quantize_stage(run: ExportRun) -> None:
     else:
         run.float_figures = evaluator.onnx(run.float_path, versus="original")
     run.checks = evaluator.gate(run.gate_figures)
+
+
+def fidelity_stage(run: ExportRun) -> None:
+    """After compression: warn when the final model misses the target's tolerances against the ORIGINAL model.
+
+    The gate judges quantization (the int8 file against the compressed model); what the passes cost is the
+    user's trade, but a run that passes with, say, 60% agreement with the original must say so.
+    """
+    if not run.export_reference:
+        return
+    missed = [c for c in run.evaluator.gate(run.final_figures) if not c.passed]
+    if missed:
+        figures = ", ".join(
+            f"{c.figure} {c.measured:.4g} (the target asks {c.rule} {c.threshold:g})" + (f" on {c.output}" if c.output else "")
+            for c in missed
+        )
+        run.warnings.append(
+            f"the compressed model is far from the original: {figures} against the original model; the gate judged "
+            "quantization only (the int8 file against the compressed model): recover more (--distill, a longer "
+            "--distill-epochs or --distill-minutes) or compress less"
+        )
 
 
 def accuracy_stage(run: ExportRun) -> None:

@@ -67,3 +67,29 @@ def test_pass_setting_without_its_pass_is_rejected(sample_dir, capsys):
                  "--prune-importance", "l2", "--dry-run"])
     assert code == 2
     assert capsys.readouterr().err.strip() == "error: --prune-importance needs the pass itself: add --prune"
+
+
+def _export(sample_dir, out, *flags) -> tuple[int, dict]:
+    code = main([
+        "export", str(sample_dir / "digits_cnn.pt2"), "--calib", str(sample_dir / "calib.npz"),
+        "--val", str(sample_dir / "val.npz"), "--out", str(out), "--latency-repeats", "3", "--no-search", *flags,
+    ])  # fmt: skip
+    return code, json.loads((out / "report.json").read_text())
+
+
+def test_a_compressed_model_far_from_the_original_is_warned_about_even_when_the_gate_passes(
+    sample_dir, tmp_path, capsys, monkeypatch
+):
+    """The gate judges the int8 file against the compressed model; 80% pruning without repair must still be named."""
+    monkeypatch.chdir(sample_dir.parents[1])
+    code, report = _export(sample_dir, tmp_path / "cut", "--prune", "0.8", "--prune-repair", "none")
+    assert code in (0, 1), capsys.readouterr().err
+    agreement = report["validation"]["final_vs_original"]["top1_agreement"]
+    assert agreement < 0.9
+    (warning,) = [w for w in report["warnings"] if w.startswith("the compressed model is far from the original")]
+    assert f"top1_agreement {agreement:.4g}" in warning and "recover more (--distill" in warning
+    assert "the compressed model is far from the original" in (tmp_path / "cut" / "report.md").read_text()
+
+    code, report = _export(sample_dir, tmp_path / "folded", "--fold-bn")  # exact: nothing to warn about
+    assert code == 0, capsys.readouterr().err
+    assert not [w for w in report["warnings"] if "far from the original" in w]
