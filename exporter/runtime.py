@@ -57,7 +57,7 @@ def interleaved_latency_ms(calls: dict[str, Callable[[], object]], warmup: int =
     fastest tenth) reads the machine's unloaded speed, for figures that steer decisions. `settle`
     untimed runs before each timed one give every call its own warm caches, as in an app that runs
     the model repeatedly: without them a small model is timed with the other's data in the cache
-    (a MobileNetV2 at 96x96 measured 15% slower that way).
+    (the int8 MobileNetV2 pruned to 4x, 96x96: 0.282 ms that way, 0.230 ms with its own warm caches).
     """
     for call in calls.values():
         for _ in range(warmup):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -238,14 +240,19 @@ class _SpeedInputs:
 
     def check(
         self, model: nn.Module, graph: ChannelGraph, scores: dict[int, torch.Tensor],
-        fixed: dict[int, tuple[torch.Tensor, int]], branches: list[ResidualBranch], notes: list[str],
+        fixed: dict[int, tuple[torch.Tensor, int]], branches: list[ResidualBranch], notes: list[str], scratch: Path,
     ) -> Any:  # fmt: skip
-        """A callable measuring an allocation's real speedup over the original float model (measured costs only)."""
+        """A callable measuring an allocation's real speedup over the original float model (measured costs only).
+
+        The original's float ONNX is exported once, into `scratch`, at the first check.
+        """
         if not isinstance(self.cost_model, MeasuredLatencyCost) or not self.specs:
             return None
+        from exporter.onnx_export import export_onnx
         from exporter.passes.layer_cost import measured_speedup
 
         inputs = self.probe if self.probe is not None else self.example
+        original = scratch / "original.onnx"
 
         def measure(allocation: Any) -> float | None:
             counts = {**{r: k for r, (_, k) in fixed.items()}, **allocation.keep}
@@ -254,8 +261,10 @@ class _SpeedInputs:
             shrink(trial, _for_copy(graph, trial), kept)
             remove_in_order(trial, [b for b in branches if b.add in allocation.removed_adds], [inputs])
             try:
+                if not original.is_file():
+                    export_onnx(model, self.specs, original, opset=18, dynamic_batch=True)
                 return measured_speedup(
-                    model, trial, self.precision, self.specs, self.cost_model.scheme, self.feeds(),
+                    original, trial, self.precision, self.specs, self.cost_model.scheme, self.feeds(),
                     cache=self.cost_model.speed_check_cache,
                 )
             except Exception as exc:  # export or onnxruntime: the estimate stands alone
@@ -407,15 +416,16 @@ def _plan(
     if goal is not None and speed.cost_model is not None:
         step = SPEED_STEP if config.round_to == 1 else config.round_to
         branches = _removable_branches(model, config)
-        allocation = plan_for_speed(
-            model, speed.example, graph, {r: scores[r] for r in pooled},
-            {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
-            goal, speed.cost_model, speed.precision,
-            _output_error(model, graph, scores, speed.probe) if speed.probe is not None else None,
-            speed.whole_model(model, notes),
-            branches, _branch_error(model, speed.probe) if branches and speed.probe is not None else None,
-            speed.check(model, graph, scores, plan, branches, notes),
-        )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="exporter-speed-check-") as scratch:
+            allocation = plan_for_speed(
+                model, speed.example, graph, {r: scores[r] for r in pooled},
+                {r: math.lcm(spaces.groups[r], step) for r in pooled}, {r: k for r, (_, k) in plan.items()},
+                goal, speed.cost_model, speed.precision,
+                _output_error(model, graph, scores, speed.probe) if speed.probe is not None else None,
+                speed.whole_model(model, notes),
+                branches, _branch_error(model, speed.probe) if branches and speed.probe is not None else None,
+                speed.check(model, graph, scores, plan, branches, notes, Path(scratch)),
+            )  # fmt: skip
         plan.update({root: (scores[root], keep) for root, keep in allocation.keep.items()})
         speed.removed = [b for b in branches if b.add in allocation.removed_adds]
         speed.summary.update(allocation.summary())
